@@ -1,0 +1,1 @@
+"""The `brainformer` command: one subcommand per module in this package."""

@@ -1,0 +1,12 @@
+"""User-facing errors: one clear line on stderr and a non-zero exit, no traceback wall."""
+
+import sys
+
+
+class UsageError(Exception):
+  """Bad input detected before expensive work started; the message says what and where."""
+
+
+def report(prefix: str, error: BaseException) -> int:
+  print(f"{prefix}: error: {error}", file=sys.stderr, flush=True)
+  return 2

@@ -1,0 +1,45 @@
+"""Entry point of the `brainformer` console script: dispatches to a subcommand module.
+
+Each subcommand lives in brainformer_tf/cli/<name>.py and exposes `run(argv)`; modules are
+imported only when their command runs, so `brainformer --help` is instant.
+"""
+
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "train": ("brainformer_tf.cli.train",
+              "train or evaluate with Mesh-TF: a drop-in for t5_mesh_transformer (same flags) "
+              "with the project's gin/ and tasks"),
+}
+
+USAGE = """usage: brainformer <command> [flags]
+
+commands:
+{commands}
+
+`brainformer <command> --help` lists a command's flags."""
+
+
+def usage() -> str:
+  width = max(len(name) for name in COMMANDS)
+  lines = [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+  return USAGE.format(commands="\n".join(lines))
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    print(usage())
+    return 0 if len(argv) >= 2 else 2
+  command = argv[1]
+  if command not in COMMANDS:
+    print(f"brainformer: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+    return 2
+  module = importlib.import_module(COMMANDS[command][0])
+  return module.run([f"brainformer {command}"] + argv[2:]) or 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,136 @@
+"""`brainformer train`: t5_mesh_transformer with the project's Gin files and tasks.
+
+Takes exactly t5_mesh_transformer's absl flags (--model_dir, --gin_file, --gin_param,
+--module_import, --gin_location_prefix, --tpu, ...). On top of t5's main it
+  * applies brainformer_tf.compat before mesh_tensorflow/t5 are imported,
+  * puts the project's gin/ on the Gin search path (`--gin_file=models/glam_tiny.gin` works
+    from any directory) next to t5's,
+  * imports `tasks` (the project's SeqIO tasks) in addition to --module_import,
+  * checks Gin files, the mixture/task name and its training data before any graph is built,
+    and reports bad input as one line naming what is wrong (exit code 2).
+`--use_model_api` is passed through to t5's own main unchanged.
+"""
+
+import importlib
+import os
+import sys
+
+from brainformer_tf.cli import errors
+
+PROG = "brainformer train"
+
+
+def _import_modules(modules):
+  for module in list(modules or []) + ["tasks"]:
+    importlib.import_module(module)
+
+
+def _available_models():
+  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
+  models_dir = os.path.join(paths.gin_dir(), "models")
+  return sorted(f"models/{f}" for f in os.listdir(models_dir) if f.endswith(".gin"))
+
+
+def _record_command(model_dir):
+  """Appends the command line to <model_dir>/commands/command[.N], as t5's main does."""
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  command_dir = os.path.join(model_dir, "commands")
+  tf.io.gfile.makedirs(command_dir)
+  filename, suffix = os.path.join(command_dir, "command"), 0
+  while tf.io.gfile.exists(filename):
+    suffix += 1
+    filename = os.path.join(command_dir, f"command.{suffix}")
+  with tf.io.gfile.GFile(filename, "w") as f:
+    f.write(" ".join(sys.argv))
+
+
+def _parse_gin(flags_):
+  import gin  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
+  skip = flags_.skip_all_gin_unknowns or (
+      mesh_transformer.DEPRECATED_GIN_REFERENCES +
+      tuple(flags_.additional_deprecated_gin_references))
+  try:
+    utils.parse_gin_defaults_and_flags(skip_unknown=skip, finalize_config=False)
+  except OSError as e:
+    raise errors.UsageError(
+        f"{e}\n  project model files: {', '.join(_available_models())}") from None
+
+
+def check_mixture_or_task(name, split, sequence_length):
+  """Fails with a clear message if `name` is unknown or its `split` yields no example."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  try:
+    task = seqio.get_mixture_or_task(name)
+  except ValueError:
+    ours = sorted(n for n in seqio.TaskRegistry.names() | seqio.MixtureRegistry.names()
+                  if seqio.get_mixture_or_task(n).__module__ != "t5" and not n.startswith(
+                      ("c4_", "glue_", "super_glue_", "wmt", "cnn_", "squad_", "trivia_")))
+    raise errors.UsageError(
+        f"MIXTURE_NAME={name!r} is not a registered task or mixture; this project's: "
+        f"{', '.join(ours)} (see tasks/)") from None
+  with tf.Graph().as_default():
+    ds = task.get_dataset(sequence_length, split=split, shuffle=False, num_epochs=1)
+    first = tf.data.make_one_shot_iterator(ds.take(1)).get_next()
+    with tf.Session() as session:
+      try:
+        session.run(first)
+      except tf.errors.OutOfRangeError:
+        raise errors.UsageError(f"task {name!r} has no examples in split {split!r}") from None
+
+
+def _main(argv):
+  """t5's mesh_transformer_main.main with the checks and paths described above."""
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  import t5  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.data import text  # pylint: disable=g-import-not-at-top
+  flags_ = flags.FLAGS
+
+  try:
+    _import_modules(flags_.module_import)
+    if flags_.use_model_api:
+      return mesh_transformer_main.main(None)
+    if flags_.t5_tfds_data_dir:
+      t5.data.set_tfds_data_dir_override(flags_.t5_tfds_data_dir)
+    gin.add_config_file_search_path(os.path.dirname(mesh_transformer_main.__file__) + "/gin")
+    gin.add_config_file_search_path(paths.gin_dir())
+    _parse_gin(flags_)
+    name = ginutil.mixture_name()
+    if name and ginutil.query("utils.run.mode", "train") == "train":
+      check_mixture_or_task(name, "train", gin.query_parameter("utils.run.sequence_length"))
+    gin.bind_parameter("run.vocabulary", mesh_transformer.get_vocabulary())
+    gin.finalize()
+  except (errors.UsageError, text.CorpusError, FileNotFoundError, ValueError) as e:
+    return errors.report(PROG, e)
+
+  _record_command(flags_.model_dir)
+  t5.data.add_global_cache_dirs(flags_.additional_task_cache_dirs)
+  if not flags_.tpu:
+    with gin.unlock_config():
+      gin.bind_parameter("utils.get_variable_dtype.slice_dtype", "float32")
+      gin.bind_parameter("utils.get_variable_dtype.activation_dtype", "float32")
+  print(f"{PROG}: model dir {flags_.model_dir}", flush=True)
+  utils.run(tpu_job_name=flags_.tpu_job_name, tpu=flags_.tpu, gcp_project=flags_.gcp_project,
+            tpu_zone=flags_.tpu_zone, model_dir=flags_.model_dir)
+  return 0
+
+
+def run(argv):
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # hide tf.Print's per-step wall
+  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
+  compat.apply()
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top,unused-import  (defines the flags)
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  tf.disable_v2_behavior()
+  tf.logging.set_verbosity(tf.logging.INFO)
+  app.run(_main, argv=argv)

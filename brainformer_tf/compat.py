@@ -1,0 +1,49 @@
+"""Compatibility shims for running mesh-tensorflow 0.1.21 and t5 0.9.4 on TensorFlow 2.15.
+
+Call `apply()` before the first import of `mesh_tensorflow` or `t5.models`. It is idempotent.
+
+1. mesh_tensorflow/tpu_variables.py calls `ops.register_tensor_conversion_function`, which
+   TF 2.13+ moved to `tensor_conversion_registry` (tensorflow/mesh#392, #396; no release fix).
+   We put the function back where mesh-tf looks for it.
+2. `t5/models/__init__.py` imports `t5.models.hf_model`, which imports torch and transformers
+   at module level. When torch is not installed we register a stand-in module whose
+   `HfPyTorchModel` raises a clear ImportError when used; everything else in t5.models works.
+"""
+
+import importlib.util
+import sys
+import types
+
+_HF_MODULE = "t5.models.hf_model"
+
+
+class _UnavailableHfPyTorchModel:
+  """Stand-in for t5's HfPyTorchModel when torch is not installed."""
+
+  def __init__(self, *args, **kwargs):
+    raise ImportError(
+        "t5.models.HfPyTorchModel needs torch and transformers, which brainformer_tf does not "
+        "install (it trains with Mesh-TensorFlow). Install them to use the HF model class.")
+
+
+def _patch_tensor_conversion_registry():
+  from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.framework import tensor_conversion_registry  # pylint: disable=g-import-not-at-top
+  if not hasattr(ops, "register_tensor_conversion_function"):
+    ops.register_tensor_conversion_function = (
+        tensor_conversion_registry.register_tensor_conversion_function)
+
+
+def _stub_hf_model_without_torch():
+  if _HF_MODULE in sys.modules or importlib.util.find_spec("torch") is not None:
+    return
+  stub = types.ModuleType(_HF_MODULE)
+  stub.__doc__ = "Stand-in installed by brainformer_tf.compat: torch is not installed."
+  stub.HfPyTorchModel = _UnavailableHfPyTorchModel
+  sys.modules[_HF_MODULE] = stub
+
+
+def apply():
+  """Applies every shim. Safe to call more than once."""
+  _patch_tensor_conversion_registry()
+  _stub_hf_model_without_torch()

@@ -1,0 +1,1 @@
+"""Mesh-TF layers (each a `TransformerLayer` with `call(context, x)`), usable from Gin."""

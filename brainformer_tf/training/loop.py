@@ -1,0 +1,96 @@
+"""`utils.run.train_model_fn` replacement: mesh-tf training plus progress and final validation.
+
+Bind it in Gin (gin/train/cpu.gin does):
+  utils.run.train_model_fn = @training.train_with_progress
+It trains exactly as mesh-tf's `utils.train_model` (same input pipeline, same estimator) with a
+`ProgressHook` attached, then computes the validation log-perplexity (mean cross-entropy in
+nats per target token, padding excluded) of the final checkpoint over one pass of
+`final_eval_split` (at most `final_eval_steps` batches) and logs it.
+"""
+
+import math
+
+from absl import logging
+import gin
+from mesh_tensorflow.transformer import dataset as transformer_dataset
+from mesh_tensorflow.transformer import utils
+from t5.models import mesh_transformer
+import tensorflow.compat.v1 as tf
+
+from brainformer_tf import ginutil
+from brainformer_tf.training import progress
+
+
+class _EstimatorWithHooks:
+  """Delegates to an estimator, adding hooks to every `train` call."""
+
+  def __init__(self, estimator, hooks):
+    self._estimator = estimator
+    self._hooks = list(hooks)
+
+  def train(self, *args, hooks=None, **kwargs):
+    return self._estimator.train(*args, hooks=list(hooks or []) + self._hooks, **kwargs)
+
+  def __getattr__(self, name):
+    return getattr(self._estimator, name)
+
+
+def _num_batches(dataset_fn, batch_size, max_batches):
+  """Batches in one pass of the dataset, counting no further than max_batches."""
+  with tf.Graph().as_default():
+    count = dataset_fn().take(max_batches * batch_size).reduce(
+        tf.constant(0, tf.int64), lambda n, _: n + 1)
+    with tf.Session() as session:
+      count = int(session.run(count))
+  return max(1, -(-count // batch_size))
+
+
+def validation_log_perplexity(estimator, mixture_or_task_name, vocabulary, sequence_length,
+                              batch_size, split, max_batches):
+  """{task name: log-perplexity} over one pass of `split` for the task(s) of the mixture."""
+  eval_datasets = mesh_transformer.mesh_eval_dataset_fn(
+      mixture_or_task_name=mixture_or_task_name, sequence_length=sequence_length,
+      dataset_split=split, vocabulary=vocabulary, pack=True)
+  results = {}
+  for eval_dataset in eval_datasets:
+    def input_fn(params, eval_dataset=eval_dataset):
+      del params
+      ds = eval_dataset.dataset_fn().map(utils._filter_features)  # pylint: disable=protected-access
+      ds = transformer_dataset.pad_dataset_with_zeroed_out_examples(ds)
+      return ds.batch(batch_size, drop_remainder=True)
+    steps = _num_batches(eval_dataset.dataset_fn, batch_size, max_batches)
+    metrics = estimator.evaluate(input_fn=input_fn, steps=steps,
+                                 name=f"final_{eval_dataset.name}_{split}")
+    results[eval_dataset.name] = (-float(metrics["neg_log_perplexity"]),
+                                  int(metrics["global_step"]), steps)
+  return results
+
+
+@gin.configurable
+def train_with_progress(estimator, vocabulary, sequence_length, batch_size, train_dataset_fn,
+                        train_steps, ensemble_inputs, log_every_n_steps=10,
+                        final_eval_split="validation", final_eval_steps=50, **kwargs):
+  """Trains like `utils.train_model`, reporting progress, then validates the last checkpoint.
+
+  Args (Gin): log_every_n_steps: steps between progress lines; final_eval_split: split whose
+    log-perplexity is computed after training (None: skip); final_eval_steps: at most this
+    many batches are evaluated.
+  """
+  model_dir = estimator.model_dir
+  tokens_per_step = batch_size * sequence_length["targets"]
+  hook = progress.ProgressHook(model_dir, train_steps, tokens_per_step, log_every_n_steps)
+  utils.train_model(_EstimatorWithHooks(estimator, [hook]), vocabulary, sequence_length,
+                    batch_size, train_dataset_fn, train_steps, ensemble_inputs, **kwargs)
+  if not final_eval_split:
+    return
+  results = validation_log_perplexity(estimator, ginutil.mixture_name(), vocabulary, sequence_length, batch_size,
+                                      final_eval_split, final_eval_steps)
+  for task, (loss, step, steps) in results.items():
+    progress.append_record(model_dir, {"step": step, "validation_loss": loss, "task": task,
+                                       "split": final_eval_split})
+    logging.info("validation log-perplexity of %s at step %d (%s, %d batches): %.4f",
+                 task, step, final_eval_split, steps, loss)
+    print(f"{task} {final_eval_split} log-perplexity at step {step}: {loss:.4f} nats/token "
+          f"(perplexity {math.exp(loss):.1f}, {steps} batches)", flush=True)
+  progress.plot_log(model_dir)
+  print(f"model dir: {model_dir}", flush=True)

@@ -1,0 +1,101 @@
+"""A SessionRunHook that reports training progress and keeps the loss curve.
+
+Every `every_n_steps` steps it logs one line (step, loss, steps/s, tokens/s, ETA), appends the
+same record to `<model_dir>/train_log.jsonl` (appended across restarts, so a resumed run
+continues the curve) and, at the end, plots the whole log to `<model_dir>/loss_curve.png`.
+"""
+
+import json
+import os
+import time
+
+from absl import logging
+import tensorflow.compat.v1 as tf
+
+LOG_FILE = "train_log.jsonl"
+PLOT_FILE = "loss_curve.png"
+
+
+def read_log(model_dir):
+  """The records of train_log.jsonl, one dict per reported step (empty if none yet)."""
+  path = os.path.join(model_dir, LOG_FILE)
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_log(model_dir):
+  """Plots loss against step (and validation points, if any) to loss_curve.png."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  records = read_log(model_dir)
+  train = [r for r in records if "loss" in r]
+  valid = [r for r in records if "validation_loss" in r]
+  if not train:
+    return None
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
+  if valid:
+    ax.plot([r["step"] for r in valid], [r["validation_loss"] for r in valid], "o",
+            label="validation log-perplexity")
+  ax.set_xlabel("step")
+  ax.set_ylabel("nats / token")
+  ax.set_title(os.path.basename(os.path.normpath(model_dir)))
+  ax.grid(alpha=0.3)
+  ax.legend()
+  path = os.path.join(model_dir, PLOT_FILE)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def append_record(model_dir, record):
+  path = os.path.join(model_dir, LOG_FILE)
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+class ProgressHook(tf.train.SessionRunHook):
+  """Logs step, loss, steps/s, tokens/s and ETA every `every_n_steps` steps."""
+
+  def __init__(self, model_dir, train_steps, tokens_per_step, every_n_steps=10):
+    self._model_dir = model_dir
+    self._train_steps = train_steps
+    self._tokens_per_step = tokens_per_step
+    self._every = max(1, every_n_steps)
+
+  def begin(self):
+    self._loss = tf.get_collection(tf.GraphKeys.LOSSES)[0]
+    self._step = tf.train.get_global_step()
+    self._last_time = None
+    self._last_step = None
+
+  def after_create_session(self, session, coord):
+    self._last_step = self._current = int(session.run(self._step))
+    self._last_time = time.time()
+
+  def before_run(self, run_context):
+    return tf.train.SessionRunArgs(self._loss)
+
+  def after_run(self, run_context, run_values):
+    loss = run_values.results
+    self._current += 1  # the global step after this update
+    step = self._current
+    if step % self._every and step < self._train_steps:
+      return
+    now = time.time()
+    steps_per_sec = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    remaining = max(self._train_steps - step, 0) / max(steps_per_sec, 1e-9)
+    record = {"step": step, "loss": float(loss), "steps_per_sec": steps_per_sec,
+              "tokens_per_sec": steps_per_sec * self._tokens_per_step, "time": now}
+    append_record(self._model_dir, record)
+    logging.info("step %d/%d  loss %.4f  %.2f steps/s  %.0f tokens/s  eta %ds",
+                 step, self._train_steps, loss, steps_per_sec, record["tokens_per_sec"],
+                 remaining)
+
+  def end(self, session):
+    plot_log(self._model_dir)
