@@ -24,7 +24,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9,<3.12",
     packages=setuptools.find_packages(include=["brainformer_tf", "brainformer_tf.*",
-                                               "tasks", "tasks.*"]),
+                                               "tasks", "tasks.*"]) + [
+                                                   "brainformer_tf.gin_configs"],
     # The Gin model zoo ships inside the package as brainformer_tf/gin_configs.
     package_dir={"brainformer_tf.gin_configs": "gin"},
     package_data={"brainformer_tf.gin_configs": ["*.gin", "**/*.gin"]},

@@ -2,7 +2,8 @@
 
 T5/GLaM vocabularies live on gs://, which many machines cannot reach. By default every task of
 this project uses `LocalSentencePieceVocabulary`: a `seqio.SentencePieceVocabulary` whose model
-file is trained (unigram, T5 special ids pad=0, eos=1, unk=2) the first time it is needed, from
+file is trained (unigram, T5 special ids pad=0, eos=1, unk=2, full character coverage plus byte
+fallback so any UTF-8 text round-trips) the first time it is needed, from
 the embedded default corpus or from the text files given in Gin, and cached under
 `brainformer_tf.paths.cache_dir()`. Point `vocabulary_settings.model_file` at an existing
 `.model` (e.g. the GLaM/T5 one on gs://) to use that instead; nothing is trained then.
@@ -52,7 +53,7 @@ def cached_model_path(vocab_size: int, train_files: Optional[Sequence[str]]) -> 
   for paragraph in training_paragraphs(train_files):
     digest.update(paragraph.encode("utf-8"))
     digest.update(b"\n")
-  name = f"spm_unigram_{vocab_size}_{digest.hexdigest()[:12]}.model"
+  name = f"spm_unigram_bytefallback_{vocab_size}_{digest.hexdigest()[:12]}.model"
   return os.path.join(paths.cache_dir(), name)
 
 
@@ -68,7 +69,8 @@ def train_sentencepiece(output_path: str, vocab_size: int,
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences), model_prefix=prefix, vocab_size=vocab_size,
         model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        character_coverage=0.9995, hard_vocab_limit=False, max_sentence_length=1 << 16,
+        character_coverage=1.0, byte_fallback=True, hard_vocab_limit=False,
+        max_sentence_length=1 << 16,
         num_threads=os.cpu_count() or 1, minloglevel=2)
     os.replace(prefix + ".model", output_path)
   return output_path

@@ -1,0 +1,93 @@
+"""`brainformer train` end to end on CPU: train, checkpoint, resume, and bad input."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BIN = pathlib.Path(sys.executable).parent / "brainformer"
+TINY = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
+        "--gin_param=utils.run.batch_size=('sequences_per_batch', 4)",
+        "--gin_param=utils.run.save_checkpoints_steps=10",
+        "--gin_param=train_with_progress.final_eval_steps=2"]
+
+
+def brainformer(*args, cwd="/"):
+  """Runs the console script from another directory (gin/ must be found from anywhere)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([str(BIN), *args], capture_output=True, text=True, cwd=cwd,
+                        timeout=600, env=env)
+
+
+def checkpoint_steps(model_dir):
+  return sorted(int(p.name.split("-")[1].split(".")[0])
+                for p in pathlib.Path(model_dir).glob("model.ckpt-*.index"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  model_dir = tmp_path_factory.mktemp("glam_tiny")
+  first = brainformer("train", f"--model_dir={model_dir}", *TINY,
+                      "--gin_param=utils.run.train_steps=20")
+  after_first = checkpoint_steps(model_dir)
+  second = brainformer("train", f"--model_dir={model_dir}", *TINY,
+                       "--gin_param=utils.run.train_steps=30")
+  return model_dir, first, after_first, second
+
+
+def test_train_reports_progress_and_validation_and_writes_a_checkpoint(trained):
+  model_dir, first, after_first, _ = trained
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 20 in after_first
+  assert "step 20/20" in first.stderr
+  assert "validation log-perplexity at step 20" in first.stdout
+  assert f"model dir {model_dir}" in first.stdout
+  for name in ("operative_config.gin", "loss_curve.png", "train_log.jsonl"):
+    assert (model_dir / name).exists(), name
+  assert list(model_dir.glob("events.out.tfevents.*")), "no TensorBoard summaries"
+
+
+def test_second_invocation_resumes_from_the_checkpoint(trained):
+  model_dir, _, _, second = trained
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert checkpoint_steps(model_dir)[-1] == 30
+  records = [json.loads(l) for l in (model_dir / "train_log.jsonl").read_text().splitlines()]
+  train_steps = [r["step"] for r in records if "loss" in r]
+  assert train_steps == [10, 20, 30], train_steps   # the curve continues; no step redone
+  validation_steps = [r["step"] for r in records if "validation_loss" in r]
+  assert validation_steps == [20, 30]
+
+
+def test_unknown_gin_file_is_one_clear_line():
+  result = brainformer("train", "--model_dir=/tmp/unused", "--gin_file=models/nope.gin",
+                       "--gin_file=train/cpu.gin")
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  assert "models/nope.gin" in result.stderr and "models/glam_tiny.gin" in result.stderr
+
+
+@pytest.mark.parametrize("params,message", [
+    (["MIXTURE_NAME='no_such_task'"], "MIXTURE_NAME='no_such_task' is not a registered"),
+    (["MIXTURE_NAME='local_text_lm'", "local_text_files.train=['/nonexistent/*.txt']"],
+     "no file matches '/nonexistent/*.txt'"),
+])
+def test_bad_data_settings_are_one_clear_line(tmp_path, params, message):
+  result = brainformer("train", f"--model_dir={tmp_path}", *TINY,
+                       *[f"--gin_param={p}" for p in params])
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not list(tmp_path.glob("model.ckpt*")), "work started despite bad input"
+
+
+def test_empty_corpus_is_one_clear_line(tmp_path):
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n\n")
+  result = brainformer("train", f"--model_dir={tmp_path}/run", *TINY,
+                       "--gin_param=MIXTURE_NAME='local_text_lm'",
+                       f"--gin_param=local_text_files.train=['{empty}']")
+  assert result.returncode == 2
+  assert f"text file is empty (no non-blank line): {empty}" in result.stderr
