@@ -1,6 +1,10 @@
 """SeqIO tasks of brainformer_tf; importing this package registers all of them.
 
-  tasks.lm   decoder-only language modelling: the embedded default corpus and local text files
+  tasks.lm       decoder-only language modelling: C4 (TFDS), the embedded default corpus, local
+                 text files, and a Gin-weighted mixture of sources
+  tasks.glue     GLUE / SuperGLUE fine-tuning (paper Table 4), TFDS and official local files
+  tasks.oneshot  one-shot generative evaluation (paper Table 5), TFDS and local files
+See docs/tasks.md for every task, its sources, metric and Gin settings.
 """
 
 from brainformer_tf import compat as _compat
@@ -9,3 +13,5 @@ _compat.apply()
 
 # pylint: disable=g-import-not-at-top,unused-import
 from tasks import lm
+from tasks import glue
+from tasks import oneshot

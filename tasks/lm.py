@@ -97,3 +97,75 @@ register_lm_task(
 register_lm_task(
     "local_text_lm",
     seqio.FunctionDataSource(_local_text_dataset, splits=("train", "validation")))
+
+
+# ---------------------------------------------------------------- C4 and Gin-weighted mixtures
+
+C4_TFDS_NAME = "c4/en:3.1.0"
+register_lm_task("c4_lm_tfds", seqio.TfdsDataSource(tfds_name=C4_TFDS_NAME))
+
+
+@gin.configurable
+def weighted_lm_mixture(weights=None, files=None, validation_files=None):
+  """A GLaM-style weighted mixture, declared in Gin, registered as "weighted_lm_mixture".
+
+    weighted_lm_mixture.weights = {"books": 3.0, "web": 1.0, "c4_lm_tfds": 0.5}
+    weighted_lm_mixture.files = {"books": ["/d/books/*.txt"], "web": ["/d/web/*.txt"]}
+    weighted_lm_mixture.validation_files = {"books": ["/d/books_valid.txt"]}
+
+  A name in `files` becomes the LM task "weighted_lm_mixture.<name>" over those files; any
+  other name must be a registered task. Returns [(task name, weight), ...].
+  """
+  if not weights:
+    raise text.CorpusError(
+        "weighted_lm_mixture has no sources: set weighted_lm_mixture.weights in Gin")
+  files, validation_files = dict(files or {}), dict(validation_files or {})
+  unknown = set(files) - set(weights)
+  if unknown:
+    raise text.CorpusError(f"weighted_lm_mixture.files names {sorted(unknown)} without a weight")
+  out = []
+  for name, weight in weights.items():
+    if name in files:
+      task = register_text_files_task(f"weighted_lm_mixture.{name}", files[name],
+                                      validation_files.get(name, ()))
+    else:
+      task = name
+      seqio.get_mixture_or_task(task)  # a clear error for an unknown name
+    out.append((task, float(weight)))
+  return out
+
+
+def register_text_files_task(name, train_patterns, validation_patterns=()):
+  """Registers (or re-registers) an LM task over the given text files; returns its name."""
+  patterns = {"train": list(train_patterns), "validation": list(validation_patterns)}
+
+  def dataset(split, shuffle_files=False, seed=None):
+    if not patterns[split]:
+      raise text.CorpusError(f"{name} has no {split} files")
+    found = expand_patterns(patterns[split], f"{name} {split}")
+    return paragraph_dataset(text.file_paragraphs(found), split, shuffle_files, seed)
+  seqio.TaskRegistry.remove(name)
+  splits = tuple(s for s in ("train", "validation") if patterns[s])
+  register_lm_task(name, seqio.FunctionDataSource(dataset, splits=splits))
+  return name
+
+
+class GinWeightedMixture(seqio.Mixture):
+  """A seqio.Mixture whose tasks and rates are read from Gin when first used.
+
+  Registration happens on `import tasks`, before Gin files are parsed; the sources are
+  resolved from `weighted_lm_mixture` at the first access of the mixture's state.
+  """
+
+  def __init__(self, name):  # pylint: disable=super-init-not-called
+    self._lazy_name = name
+
+  def __getattr__(self, attr):
+    if attr.startswith("_") and not attr.startswith("__") and "_lazy_name" in self.__dict__ \
+        and "_task_to_rate" not in self.__dict__:
+      seqio.Mixture.__init__(self, self._lazy_name, weighted_lm_mixture())
+      return getattr(self, attr)
+    raise AttributeError(attr)
+
+
+seqio.MixtureRegistry.add_provider("weighted_lm_mixture", GinWeightedMixture("weighted_lm_mixture"))

@@ -32,18 +32,23 @@ class LayerRun:
   losses: List[float]
   grads: Optional[Dict[str, np.ndarray]] = None   # variable name (and "x") -> d sum(y*dy)
   fetched: Optional[Dict[str, np.ndarray]] = None
+  # every variable (trainable or not) read again after the step, e.g. state the layer assigns
+  variables_after: Optional[Dict[str, np.ndarray]] = None
 
 
 def run_layer(layer, x: np.ndarray, *, mode=TRAIN, sequence_id: Optional[np.ndarray] = None,
               mesh_shape="", layout="", dy: Optional[np.ndarray] = None, seed: int = 0,
               scope="layer", variables: Optional[Dict[str, np.ndarray]] = None,
-              fetch=None) -> LayerRun:
+              fetch=None, causal: bool = False) -> LayerRun:
   """Runs `layer` on x [batch, length, d_model] (float32).
 
   sequence_id: optional int [batch, length], 0 marks padding (Context.nonpadding); None leaves
     the context without a padding mask, as in unpacked evaluation and decoding.
-  variables: optional values to assign (by name) before running, e.g. from another run.
+  variables: optional values to assign (by name, trainable or not) before running, e.g. from
+    another run; variables not named keep their initial values.
   fetch: optional callable(context, y) -> {name: mtf.Tensor} of extra tensors to return.
+  causal: give the context the decoder's causal read/write priorities (position t may attend to
+    positions <= t), as Unitransformer does for autoregressive models; needed by attention.
   """
   batch, length, d_model = x.shape
   graph = mtf.Graph()
@@ -65,11 +70,13 @@ def run_layer(layer, x: np.ndarray, *, mode=TRAIN, sequence_id: Optional[np.ndar
     if sequence_id is not None:
       seq = mtf.import_tf_tensor(mesh, tf.constant(sequence_id, tf.int32),
                                  mtf.Shape([batch_dim, length_dim]))
+    position = mtf.range(mesh, length_dim, tf.int32)
+    priority = position if causal else None
     context = transformer.Context(
         model=model, mesh=mesh, batch_dims=[batch_dim], length_dim=length_dim,
         variable_dtype=mtf.VariableDType(tf.float32, tf.float32, tf.float32), mode=mode,
-        losses=[], sequence_id=seq, position=mtf.range(mesh, length_dim, tf.int32),
-        position_is_default=True)
+        losses=[], sequence_id=seq, position=position, position_is_default=True,
+        read_priority=priority, write_priority=priority)
     with tf.variable_scope(scope):
       y = layer.call(context, x_mtf)
     extra = fetch(context, y) if fetch else {}
@@ -88,11 +95,11 @@ def run_layer(layer, x: np.ndarray, *, mode=TRAIN, sequence_id: Optional[np.ndar
     loss_tf = [lowering.export_to_tf_tensor(l) for l in context.losses]
     grad_tf = [lowering.export_to_tf_tensor(g) for g in grad_targets]
     extra_tf = {k: lowering.export_to_tf_tensor(t) for k, t in extra.items()}
-    assign_ops = []
-    if variables:
-      for v, name in zip(mtf_vars, names):
-        master = lowering.variables[v].laid_out_tensor  # pylint: disable=unused-variable
-        assign_ops.append(tf.assign(_master(lowering, v), variables[name]))
+    all_vars = graph.all_variables
+    all_names = [_short_name(v.name, scope) for v in all_vars]
+    all_var_tf = [lowering.export_to_tf_tensor(v.outputs[0]) for v in all_vars]
+    assign_ops = [tf.assign(_master(v), variables[name])
+                  for v, name in zip(all_vars, all_names) if name in (variables or {})]
     with tf.Session(graph=tf_graph) as session:
       session.run(tf.global_variables_initializer())
       if assign_ops:
@@ -100,15 +107,18 @@ def run_layer(layer, x: np.ndarray, *, mode=TRAIN, sequence_id: Optional[np.ndar
       session.run(lowering.copy_masters_to_slices())
       y_np, var_np, loss_np, grad_np, extra_np = session.run(
           [y_tf, var_tf, loss_tf, grad_tf, extra_tf])
+      after_np = session.run(all_var_tf)
   grads = None
   if dy is not None:
     grads = dict(zip(names + ["x"], grad_np))
   return LayerRun(y=y_np, variables=dict(zip(names, var_np)),
-                  losses=[float(l) for l in loss_np], grads=grads, fetched=extra_np)
+                  losses=[float(l) for l in loss_np], grads=grads, fetched=extra_np,
+                  variables_after=dict(zip(all_names, after_np)))
 
 
-def _master(lowering, variable):
-  return lowering.variables[variable].master
+def _master(variable):
+  """The tf.Variable holding an mtf.Variable's master copy (mtf has no public accessor)."""
+  return variable._master  # pylint: disable=protected-access
 
 
 def _short_name(name: str, scope: str) -> str:

@@ -12,6 +12,8 @@ COMMANDS = {
     "train": ("brainformer_tf.cli.train",
               "train or evaluate with Mesh-TF: a drop-in for t5_mesh_transformer (same flags) "
               "with the project's gin/ and tasks"),
+    "params": ("brainformer_tf.cli.params", "total/activated parameters and training FLOPs per token of a model"),
+    "vocab": ("brainformer_tf.cli.vocab", "train a SentencePiece vocabulary on text files"),
 }
 
 USAGE = """usage: brainformer <command> [flags]

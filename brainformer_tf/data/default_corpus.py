@@ -18,7 +18,9 @@ Splitting by document keeps near-duplicate neighbouring paragraphs out of valida
 
 import ast
 import functools
+import hashlib
 import os
+import platform
 import sysconfig
 import zlib
 from typing import Dict, List, Tuple
@@ -26,6 +28,7 @@ from typing import Dict, List, Tuple
 from brainformer_tf.data import text
 
 SPLITS = ("train", "validation")
+_LAYOUT_VERSION = 2  # bump when the reading or splitting rules change
 _SKIPPED_DIRS = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3",
                  "turtledemo", "tkinter", "ensurepip", "__pycache__"}
 _MIN_DOCSTRING_CHARS = 200
@@ -57,19 +60,42 @@ def _module_docstrings(path: str) -> str:
   return "\n\n".join(docs)
 
 
-def docstring_documents() -> Dict[str, str]:
-  """Stdlib module path (relative, '/'-separated) -> its long docstrings, blank-line joined."""
+def _stdlib_modules() -> List[Tuple[str, str]]:
+  """(relative '/'-separated name, path) of the stdlib .py files the corpus reads, sorted."""
   stdlib = sysconfig.get_paths()["stdlib"]
-  result = {}
+  modules = []
   for root, dirs, files in os.walk(stdlib):
     dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
     for name in sorted(files):
       if name.endswith(".py"):
         path = os.path.join(root, name)
-        docs = _module_docstrings(path)
-        if docs:
-          result[os.path.relpath(path, stdlib).replace(os.sep, "/")] = docs
+        modules.append((os.path.relpath(path, stdlib).replace(os.sep, "/"), path))
+  return modules
+
+
+def docstring_documents() -> Dict[str, str]:
+  """Stdlib module path (relative, '/'-separated) -> its long docstrings, blank-line joined."""
+  result = {}
+  for name, path in _stdlib_modules():
+    docs = _module_docstrings(path)
+    if docs:
+      result[name] = docs
   return result
+
+
+@functools.lru_cache(maxsize=None)
+def fingerprint() -> str:
+  """A cheap identity of the corpus text (for cache keys) without reading the corpus.
+
+  Hashes the corpus layout version, the Python version, the topics' titles and lengths and the
+  names and sizes of the stdlib files read: the same fingerprint means the same text.
+  """
+  digest = hashlib.sha256(f"{_LAYOUT_VERSION} {platform.python_version()}".encode())
+  for title, body in sorted(topic_documents().items()):
+    digest.update(f"{title}:{len(body)}\n".encode())
+  for name, path in _stdlib_modules():
+    digest.update(f"{name}:{os.path.getsize(path)}\n".encode())
+  return digest.hexdigest()[:12]
 
 
 def split_of(name: str) -> str:

@@ -48,12 +48,20 @@ def training_paragraphs(train_files: Optional[Sequence[str]]):
 
 
 def cached_model_path(vocab_size: int, train_files: Optional[Sequence[str]]) -> str:
-  """The cache file for a vocabulary of this size trained on these sources (content-keyed)."""
-  digest = hashlib.sha256()
-  for paragraph in training_paragraphs(train_files):
-    digest.update(paragraph.encode("utf-8"))
-    digest.update(b"\n")
-  name = f"spm_unigram_bytefallback_{vocab_size}_{digest.hexdigest()[:12]}.model"
+  """The cache file for a vocabulary of this size trained on these sources.
+
+  Keyed by the content of the given files, or by the default corpus' fingerprint (which does
+  not need the corpus to be read, so a cached vocabulary is found in milliseconds).
+  """
+  if train_files:
+    digest = hashlib.sha256()
+    for paragraph in training_paragraphs(train_files):
+      digest.update(paragraph.encode("utf-8"))
+      digest.update(b"\n")
+    key = digest.hexdigest()[:12]
+  else:
+    key = "default" + default_corpus.fingerprint()
+  name = f"spm_unigram_bytefallback_{vocab_size}_{key}.model"
   return os.path.join(paths.cache_dir(), name)
 
 

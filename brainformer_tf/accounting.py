@@ -1,0 +1,288 @@
+"""Parameter and FLOP accounting of any Gin-configured mesh-tf decoder-only model.
+
+The model is the one `brainformer train` builds: the Gin files are parsed on top of mesh-tf's
+defaults.gin, `utils.build_model` makes the Unitransformer, and its training graph is built
+symbolically on a tiny batch (no lowering, no session; the tf master variables are shape-only
+stand-ins, so a 160B model builds in about a second). Counts come from `graph.trainable_variables`:
+
+  embeddings   variables with a `vocab` dimension (input embedding, softmax); excluded from
+               both totals, the papers' convention, and reported separately.
+  total        every other variable (attention, FFN, experts, routers, norms, relative bias).
+  activated    per token: variables of a MoE layer that carry an `experts` dimension count
+               with weight experts_per_token / num_experts (top-2: 2, expert choice: capacity
+               factor, ...); everything else, routers included, counts fully.
+  FLOPs/token  training (forward + backward) = 6 x activated matmul parameters (variables of
+               rank >= 2 with a d_model dimension, i.e. not norms, biases or conv taps)
+               + 12 x T x sum over attention layers of heads x d_kv (QK^T and AV, forward 4,
+               backward 8, no causal halving; T = sequence length). Embedding/softmax matmuls,
+               routing/dispatch einsums and element-wise ops are not counted (Kaplan et al.'s
+               non-embedding 6N convention; PaLM's 12LHQT attention term).
+"""
+
+import dataclasses
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+DEFAULT_SEQUENCE_LENGTH = 1024   # GLaM recipe; a recipe gin file (utils.run.sequence_length) wins
+DEFAULT_VOCAB_SIZE = 256000      # GLaM's SentencePiece vocabulary; only affects `embedding_params`
+_BUILD_BATCH, _BUILD_LENGTH = 4, 128  # symbolic build shape; enough tokens for any routing group
+
+
+class AccountingError(ValueError):
+  """A model that cannot be parsed or built; the message is one line naming the cause."""
+
+
+@dataclasses.dataclass
+class LayerCount:
+  name: str               # mesh-tf scope, e.g. block_000/layer_003
+  kind: str               # layer class name
+  params: int
+  activated: float
+  matmul_activated: float
+  attention_dim: int = 0  # heads x d_kv for attention layers, else 0
+  experts_per_token: Optional[float] = None
+
+
+@dataclasses.dataclass
+class Counts:
+  total_params: int
+  activated_params: float
+  flops_per_token: float
+  embedding_params: int
+  sequence_length: int
+  layers: List[LayerCount]
+
+  def as_dict(self) -> Dict[str, float]:
+    return {"total_params": self.total_params, "activated_params": round(self.activated_params),
+            "flops_per_token": round(self.flops_per_token),
+            "embedding_params": self.embedding_params, "sequence_length": self.sequence_length}
+
+
+def _imports():
+  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
+  compat.apply()
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  tf.disable_v2_behavior()
+  return tf
+
+
+def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
+             module_imports: Sequence[str] = ()):
+  """Clears Gin and parses mesh-tf's defaults.gin, then the files and bindings (as `train`).
+
+  Gin files are looked up in the project's gin/ and t5's gin/ folders. Bad input raises
+  AccountingError with one line.
+  """
+  _imports()
+  import importlib  # pylint: disable=g-import-not-at-top
+  import gin  # pylint: disable=g-import-not-at-top
+  import pkg_resources  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.cli import train  # pylint: disable=g-import-not-at-top
+
+  for module in module_imports:
+    importlib.import_module(module)
+  gin.clear_config()
+  gin.add_config_file_search_path(os.path.dirname(mesh_transformer_main.__file__) + "/gin")
+  gin.add_config_file_search_path(paths.gin_dir())
+  skip = mesh_transformer.DEPRECATED_GIN_REFERENCES
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.CRITICAL)  # gin logs every search-path miss as an ERROR
+  try:
+    gin.parse_config_file(pkg_resources.resource_filename(utils.__name__, "gin/defaults.gin"))
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_params), skip_unknown=skip,
+                                        finalize_config=False)
+  except OSError as e:
+    raise AccountingError(f"{e}; project model files: {', '.join(train._available_models())}"  # pylint: disable=protected-access
+                          ) from None
+  except (ValueError, TypeError, ImportError, NameError) as e:
+    raise AccountingError(f"gin: {_one_line(e)}") from None
+  finally:
+    root.setLevel(level)
+
+
+def _one_line(e: BaseException) -> str:
+  return " ".join(str(e).split("\n")[0].split()) or type(e).__name__
+
+
+def experts_per_token(layer) -> Optional[float]:
+  """Average experts that process a token in a MoE layer; None for a non-MoE layer.
+
+  Layers that define `experts_per_token()` (brainformer_tf.layers.moe.MoE) answer themselves;
+  mesh-tf's MoE1D: top_2 -> 2, top_n -> top_n_num_experts_per_token, switch/switch_max/ntlb -> 1,
+  expert_selection -> capacity_factor_train.
+  """
+  if callable(getattr(layer, "experts_per_token", None)):
+    return float(layer.experts_per_token())
+  hparams = getattr(layer, "_hparams", None)
+  gating = getattr(hparams, "moe_gating", None)
+  if gating is None:
+    return None
+  table = {"top_2": 2.0, "switch": 1.0, "switch_max": 1.0, "ntlb": 1.0,
+           "top_n": float(getattr(hparams, "moe_top_n_num_experts_per_token", 0)),
+           "expert_selection": float(getattr(hparams, "moe_capacity_factor_train", 0))}
+  if gating not in table:
+    raise AccountingError(f"{type(layer).__name__} gating {gating!r}: experts per token unknown")
+  return table[gating]
+
+
+def _attention_dim(layer) -> int:
+  from mesh_tensorflow.transformer import transformer_layers  # pylint: disable=g-import-not-at-top
+  if (isinstance(layer, transformer_layers.SelfAttention) and
+      not isinstance(layer, transformer_layers.EncDecAttention)):
+    return int(layer.num_heads) * int(layer.key_value_size)
+  return 0
+
+
+def _sequence_length(explicit: Optional[int]) -> int:
+  """explicit, else a recipe's utils.run.sequence_length["targets"], else 1024."""
+  if explicit:
+    return int(explicit)
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  bound = ginutil.query("utils.run.sequence_length") or {}
+  # mesh-tf's defaults.gin binds 512 for every model; only a recipe's own value counts.
+  if isinstance(bound, dict) and bound.get("targets") and bound != {"inputs": 512, "targets": 512}:
+    return int(bound["targets"])
+  return DEFAULT_SEQUENCE_LENGTH
+
+
+class _ShapeOnlyVariable:
+  """What mtf keeps of a tf variable while counting: its name and shape (no initializer ops)."""
+
+  def __init__(self, name, shape, dtype):
+    from tensorflow.python.framework import tensor_shape  # pylint: disable=g-import-not-at-top
+    self.name, self.dtype = f"{name}:0", dtype
+    self.shape = tensor_shape.TensorShape(shape)
+
+  def get_shape(self):
+    return self.shape
+
+
+def _shape_only_variable(next_creator, **kwargs):
+  del next_creator  # building the real variable's initializer ops is most of the build time
+  return _ShapeOnlyVariable(kwargs["name"], kwargs["shape"], kwargs.get("dtype"))
+
+
+def count_current_config(sequence_length: Optional[int] = None,
+                         vocab_size: int = DEFAULT_VOCAB_SIZE) -> Counts:
+  """Builds the currently parsed Gin model symbolically and counts it (see module doc)."""
+  tf = _imports()
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+
+  model_type = ginutil.query("utils.run.model_type", "bitransformer")
+  if model_type not in ("lm", "delimited_lm"):
+    raise AccountingError(f"utils.run.model_type={model_type!r}: only decoder-only models "
+                          "('lm', 'delimited_lm') are counted")
+  seq_len = _sequence_length(sequence_length)
+  with tf.Graph().as_default(), tf.variable_creator_scope(_shape_only_variable):
+    graph = mtf.Graph()
+    mesh = mtf.Mesh(graph, "mesh")
+    try:
+      model = utils.build_model(model_type="lm", input_vocab_size=vocab_size,
+                                output_vocab_size=vocab_size,
+                                layout_rules=mtf.convert_to_layout_rules(""),
+                                mesh_shape=mtf.convert_to_shape(""))
+      shape = mtf.Shape([mtf.Dimension("batch", _BUILD_BATCH),
+                         mtf.Dimension("length", _BUILD_LENGTH)])
+      tokens = mtf.zeros(mesh, shape, tf.int32)
+      model.call_simple(inputs=tokens, targets=tokens, compute_loss=True,
+                        mode=tf.estimator.ModeKeys.TRAIN,
+                        variable_dtype=mtf.VariableDType(tf.float32),
+                        sequence_id=mtf.ones(mesh, shape, tf.int32))
+    except Exception as e:  # pylint: disable=broad-except
+      raise AccountingError(f"the model does not build: {type(e).__name__}: {_one_line(e)}"
+                            ) from None
+    return _count(graph.trainable_variables, model, seq_len)
+
+
+def _count(variables, model, seq_len: int) -> Counts:
+  d_model = model.model_dim.name
+  layers = list(model.layer_stack.layers)
+  per_layer = {layer.name: LayerCount(layer.name, type(layer).__name__, 0, 0.0, 0.0,
+                                      _attention_dim(layer), experts_per_token(layer))
+               for layer in layers}
+  by_name = {layer.name: layer for layer in layers}
+  other = LayerCount("(outside layers)", "", 0, 0.0, 0.0)
+  embedding = 0
+  for var in variables:
+    dims = var.shape.dims
+    size = var.shape.size
+    if any(d.name == "vocab" for d in dims):
+      embedding += size
+      continue
+    owner = next((n for n in per_layer if f"/{n}/" in f"/{var.name}/"), None)
+    entry = per_layer[owner] if owner else other
+    fraction = 1.0
+    expert_dims = [d for d in dims if d.name == "experts"]
+    if expert_dims:
+      ept = entry.experts_per_token
+      if ept is None:
+        raise AccountingError(f"variable {var.name} has an experts dimension but its layer "
+                              f"{type(by_name.get(owner)).__name__} gives no experts per token")
+      fraction = ept / expert_dims[0].size
+    is_matmul = len(dims) - len(expert_dims) >= 2 and any(d.name == d_model for d in dims)
+    entry.params += size
+    entry.activated += size * fraction
+    if is_matmul:
+      entry.matmul_activated += size * fraction
+  entries = list(per_layer.values()) + [other]
+  total = sum(e.params for e in entries)
+  activated = sum(e.activated for e in entries)
+  flops = sum(6 * e.matmul_activated + 12 * seq_len * e.attention_dim for e in entries)
+  return Counts(total, activated, flops, embedding, seq_len, entries)
+
+
+def count(gin_files: Sequence[str], gin_params: Sequence[str] = (),
+          sequence_length: Optional[int] = None, vocab_size: int = DEFAULT_VOCAB_SIZE,
+          module_imports: Sequence[str] = ()) -> Counts:
+  """load_gin + count_current_config."""
+  load_gin(gin_files, gin_params, module_imports)
+  return count_current_config(sequence_length, vocab_size)
+
+
+def human(n: float) -> str:
+  """1.2345e9 -> '1.23B' (K, M, B, T)."""
+  for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+    if abs(n) >= scale:
+      return f"{n / scale:.3g}{unit}"
+  return f"{n:.3g}"
+
+
+# The papers' rows (Brainformer Table 2 = GLaM Table 4, and Table 3), without embeddings:
+# (model file, paper row, total, activated). docs/zoo.md explains every gap.
+PAPER_ROWS = (
+    ("dense_0.1b", "Table 2 0.1B dense", 130e6, 130e6),
+    ("dense_1.7b", "Table 2 1.7B dense", 1.7e9, 1.7e9),
+    ("dense_8b", "Table 2 8B dense", 8.7e9, 8.7e9),
+    ("glam_0.1b_32e", "Table 2 0.1B/32E", 1.0e9, 145e6),
+    ("glam_0.1b_64e", "Table 2 0.1B/64E", 1.9e9, 145e6),
+    ("glam_1.7b_64e", "Table 2 1.7B/64E", 27e9, 1.879e9),
+    ("glam_8b_64e", "Table 2 8B/64E", 143e9, 9.8e9),
+    ("glam_ec_8b_64e", "Table 3 8B64E GLaM + EC", 143e9, 9.8e9),
+    ("brainformer1_100m_32e", "Table 3 100M32E Brainformer-1", 3.19e9, 156e6),
+    ("brainformer2_100m_32e", "Table 3 100M32E Brainformer-2", 3.33e9, 266e6),
+    ("brainformer1_1b_64e", "Table 3 1B64E Brainformer-1", 30e9, 1.38e9),
+    ("brainformer2_1b_64e", "Table 3 1B64E Brainformer-2", 52e9, 1.31e9),
+    ("brainformer1_8b_64e", "Table 3 8B64E Brainformer-1", 158e9, 7.4e9),
+)
+
+
+def paper_table(sequence_length: Optional[int] = None) -> str:
+  """Every PAPER_ROWS model counted next to the paper's numbers, with the relative gaps."""
+  lines = [f"{'model file':<22} {'paper row':<31} {'total':>7} {'paper':>6} {'gap':>7}  "
+           f"{'activ.':>7} {'paper':>6} {'gap':>7}  {'FLOPs/tok':>9}"]
+  for model, row, total, activated in PAPER_ROWS:
+    c = count([f"models/{model}.gin"], sequence_length=sequence_length)
+    lines.append(
+        f"{model:<22} {row:<31} {human(c.total_params):>7} {human(total):>6} "
+        f"{c.total_params / total - 1:>+7.1%}  {human(c.activated_params):>7} "
+        f"{human(activated):>6} {c.activated_params / activated - 1:>+7.1%}  "
+        f"{human(c.flops_per_token):>9}")
+  return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""`brainformer params`: parameters and training FLOPs per token of a Gin-configured model.
+
+  brainformer params --gin_file=models/glam_1.7b_64e.gin [--gin_param="d_model = 1024"]
+                     [--sequence_length=1024] [--layers] [--json]
+  brainformer params --paper      # every zoo model with a paper row, next to the paper
+
+Counts the model `brainformer train` would build from the same Gin files (see
+brainformer_tf/accounting.py for the convention): total and activated parameters per token,
+both without embeddings, and training FLOPs per token. --json prints one object with keys
+total_params, activated_params, flops_per_token (plus embedding_params, sequence_length).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from brainformer_tf.cli import errors
+
+PROG = "brainformer params"
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+  p.add_argument("--gin_file", action="append", default=[],
+                 help="model (and optionally recipe/layout) gin file; repeatable")
+  p.add_argument("--gin_param", action="append", default=[], help="gin binding; repeatable")
+  p.add_argument("--module_import", action="append", default=[], help="module to import first")
+  p.add_argument("--sequence_length", type=int, default=None,
+                 help="T for the attention FLOPs (default: the recipe's, else 1024)")
+  p.add_argument("--vocab_size", type=int, default=None,
+                 help="vocabulary for the (excluded) embedding count (default 256000)")
+  p.add_argument("--layers", action="store_true", help="also list every layer's counts")
+  p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+  p.add_argument("--paper", action="store_true",
+                 help="count every zoo model with a row in the papers' tables, next to the paper")
+  return p
+
+
+def format_table(counts, layers=False) -> str:
+  from brainformer_tf.accounting import human  # pylint: disable=g-import-not-at-top
+  rows = [("total params (no embeddings)", counts.total_params),
+          ("activated params / token", counts.activated_params),
+          (f"training FLOPs / token (T={counts.sequence_length})", counts.flops_per_token),
+          ("embedding params (excluded)", counts.embedding_params)]
+  lines = [f"{name:<40} {human(v):>9}  {v:>18,.0f}" for name, v in rows]
+  if layers:
+    lines.append("")
+    lines.append(f"{'layer':<22} {'class':<26} {'params':>9} {'activated':>9} {'experts/tok':>11}")
+    for e in counts.layers:
+      ept = "" if e.experts_per_token is None else f"{e.experts_per_token:g}"
+      lines.append(f"{e.name:<22} {e.kind:<26} {human(e.params):>9} {human(e.activated):>9} "
+                   f"{ept:>11}")
+  return "\n".join(lines)
+
+
+def run(argv) -> int:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  parser = _parser()
+  args = parser.parse_args(argv[1:])
+  if not args.gin_file and not args.paper:
+    parser.error("--gin_file is required (or --paper)")
+  from brainformer_tf import accounting  # pylint: disable=g-import-not-at-top
+  try:
+    if args.paper:
+      print(accounting.paper_table(args.sequence_length))
+      return 0
+    counts = accounting.count(args.gin_file, args.gin_param, args.sequence_length,
+                              args.vocab_size or accounting.DEFAULT_VOCAB_SIZE,
+                              args.module_import)
+  except accounting.AccountingError as e:
+    return errors.report(PROG, e)
+  if args.json:
+    print(json.dumps(counts.as_dict()))
+  else:
+    print(format_table(counts, args.layers))
+  sys.stdout.flush()
+  return 0
