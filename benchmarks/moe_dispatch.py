@@ -28,6 +28,23 @@ from brainformer_tf.layers.moe import MoE  # pylint: disable=g-import-not-at-top
 
 def time_layer(gating, dispatch, num_experts, group_size, d_model=256, hidden=512, batch=8,
                length=512, warmup=2, repeats=5):
+  """Median forward+backward seconds of the project's MoE layer."""
+  return time_fwd_bwd(
+      lambda: MoE(num_experts=num_experts, hidden_size=hidden, gating=gating, dispatch=dispatch,
+                  group_size=group_size, capacity_factor=2.0),
+      d_model=d_model, batch=batch, length=length, warmup=warmup, repeats=repeats)
+
+
+def time_fwd_bwd(make_layer, d_model=256, batch=8, length=512, warmup=2, repeats=5,
+                 stat="median", packed=False, profile=False):
+  """Seconds of one session.run of layer output + all gradients ("median" or "min" of repeats).
+
+  make_layer() returns a mesh-tf TransformerLayer; it is called on a [batch, length, d_model]
+  random input in TRAIN mode on a single-device mesh; the loss is sum(y^2). packed=True gives
+  the context an all-ones sequence_id (packed training data without padding), which mesh-tf's
+  stock MoE1D needs for its importance weights. profile=True returns (seconds, {op type:
+  microseconds}) from one extra run traced with the TF step-stats timeline (all CPU ops).
+  """
   graph = mtf.Graph()
   mesh = mtf.Mesh(graph, "mesh")
   batch_dim, length_dim = mtf.Dimension("batch", batch), mtf.Dimension("length", length)
@@ -35,17 +52,18 @@ def time_layer(gating, dispatch, num_experts, group_size, d_model=256, hidden=51
   with tf.Graph().as_default() as tf_graph:
     model = transformer.Unitransformer(
         layer_stack=transformer.LayerStack([]), d_model=d_model, input_vocab_size=16,
-        output_vocab_size=16, autoregressive=True, max_length=length)
+        output_vocab_size=16, autoregressive=True, max_length=length, layout="",
+        mesh_shape="")  # mesh-tf's stock MoE1D reads the (empty) layout and mesh shape
     x_np = np.random.RandomState(0).randn(batch, length, d_model).astype(np.float32)
     x = mtf.import_tf_tensor(mesh, tf.constant(x_np), [batch_dim, length_dim, model_dim])
     context = transformer.Context(
         model=model, mesh=mesh, batch_dims=[batch_dim], length_dim=length_dim,
         variable_dtype=mtf.VariableDType(tf.float32, tf.float32, tf.float32),
-        mode=tf.estimator.ModeKeys.TRAIN, losses=[], sequence_id=None,
+        mode=tf.estimator.ModeKeys.TRAIN, losses=[],
+        sequence_id=mtf.ones(mesh, mtf.Shape([batch_dim, length_dim]), tf.int32) if packed
+        else None,
         position=mtf.range(mesh, length_dim, tf.int32), position_is_default=True)
-    layer = MoE(num_experts=num_experts, hidden_size=hidden, gating=gating, dispatch=dispatch,
-                group_size=group_size, capacity_factor=2.0)
-    y = layer.call(context, x)
+    y = make_layer().call(context, x)
     loss = mtf.reduce_sum(mtf.square(y))
     variables = [v.outputs[0] for v in graph.trainable_variables]
     grads = mtf.gradients([loss], variables)
@@ -62,7 +80,19 @@ def time_layer(gating, dispatch, num_experts, group_size, d_model=256, hidden=51
         start = time.perf_counter()
         session.run(fetches)
         times.append(time.perf_counter() - start)
-  return float(np.median(times))
+      if profile:
+        meta = tf.RunMetadata()
+        session.run(fetches, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
+                    run_metadata=meta)
+        by_type = {}
+        for dev in meta.step_stats.dev_stats:
+          for node in dev.node_stats:
+            kind = node.timeline_label.split("=")[-1].split("(")[0].strip() or node.node_name
+            by_type[kind] = by_type.get(kind, 0) + node.op_end_rel_micros - node.op_start_rel_micros
+  seconds = float(np.min(times) if stat == "min" else np.median(times))
+  if profile:
+    return seconds, dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
+  return seconds
 
 
 def main():

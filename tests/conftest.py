@@ -25,3 +25,13 @@ def shared_data():
   if not SHARED_DATA.is_dir():
     pytest.skip(f"shared datasets not found at {SHARED_DATA} (only in the project workspace)")
   return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin_config():
+  """Each test starts from an empty Gin config: bindings parsed by one test never leak into
+  another (mesh-tf layers read their defaults from Gin)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  yield
+  gin.clear_config()

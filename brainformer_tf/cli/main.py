@@ -13,7 +13,11 @@ COMMANDS = {
               "train or evaluate with Mesh-TF: a drop-in for t5_mesh_transformer (same flags) "
               "with the project's gin/ and tasks"),
     "params": ("brainformer_tf.cli.params", "total/activated parameters and training FLOPs per token of a model"),
+    "search": ("brainformer_tf.cli.search", "evolutionary block search under a wall-clock budget (paper Sec. 3)"),
     "vocab": ("brainformer_tf.cli.vocab", "train a SentencePiece vocabulary on text files"),
+    "validate": ("brainformer_tf.cli.validate", "check a Gin config (as train does) without building a graph"),
+    "finetune": ("brainformer_tf.cli.finetune", "fine-tune a pretrained checkpoint on a task, then evaluate it (paper Table 4)"),
+    "eval": ("brainformer_tf.cli.eval", "evaluate a checkpoint: greedy decoding / rank classification (paper Tables 4, 5)"),
 }
 
 USAGE = """usage: brainformer <command> [flags]

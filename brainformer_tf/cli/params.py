@@ -3,11 +3,16 @@
   brainformer params --gin_file=models/glam_1.7b_64e.gin [--gin_param="d_model = 1024"]
                      [--sequence_length=1024] [--layers] [--json]
   brainformer params --paper      # every zoo model with a paper row, next to the paper
+  brainformer params --gin_file=models/glam_8b_64e.gin --mesh=tpu_v4_512 [--device_memory_gib=32]
+                     [--layout_rules=...] [--batch_size=1024]   # memory per device
 
 Counts the model `brainformer train` would build from the same Gin files (see
 brainformer_tf/accounting.py for the convention): total and activated parameters per token,
 both without embeddings, and training FLOPs per token. --json prints one object with keys
 total_params, activated_params, flops_per_token (plus embedding_params, sequence_length).
+--mesh (a gin/layouts/ name such as tpu_v4_512, or a mesh string "batch:4,model:2" used with
+the rules of --layout_rules or the Gin files) prints the per-device memory estimate of
+brainformer_tf/memory.py instead (parameters, gradients, optimizer slots, activations).
 """
 
 import argparse
@@ -34,6 +39,14 @@ def _parser():
   p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
   p.add_argument("--paper", action="store_true",
                  help="count every zoo model with a row in the papers' tables, next to the paper")
+  p.add_argument("--mesh", default=None,
+                 help="estimate memory per device on this layout (layouts/<name>.gin or "
+                      "a mesh string like batch:64,model:8)")
+  p.add_argument("--layout_rules", default=None, help="with --mesh: override the layout rules")
+  p.add_argument("--batch_size", type=int, default=None,
+                 help="with --mesh: sequences per batch (default: the recipe's, else 1024)")
+  p.add_argument("--device_memory_gib", type=float, default=32.0,
+                 help="with --mesh: memory per device to compare with (TPU v4: 32)")
   return p
 
 
@@ -61,6 +74,8 @@ def run(argv) -> int:
   if not args.gin_file and not args.paper:
     parser.error("--gin_file is required (or --paper)")
   from brainformer_tf import accounting  # pylint: disable=g-import-not-at-top
+  if args.mesh:
+    return _memory(args)
   try:
     if args.paper:
       print(accounting.paper_table(args.sequence_length))
@@ -74,5 +89,22 @@ def run(argv) -> int:
     print(json.dumps(counts.as_dict()))
   else:
     print(format_table(counts, args.layers))
+  sys.stdout.flush()
+  return 0
+
+
+def _memory(args) -> int:
+  from brainformer_tf import accounting, memory  # pylint: disable=g-import-not-at-top
+  try:
+    est = memory.estimate(args.gin_file, args.gin_param, args.mesh, args.layout_rules,
+                          args.batch_size, args.sequence_length,
+                          args.vocab_size or accounting.DEFAULT_VOCAB_SIZE)
+  except accounting.AccountingError as e:
+    return errors.report(PROG, e)
+  if args.json:
+    print(json.dumps({**est.as_dict(),
+                      "fits": est.total <= args.device_memory_gib * memory.GIB}))
+  else:
+    print(memory.format_estimate(est, args.device_memory_gib))
   sys.stdout.flush()
   return 0

@@ -6,8 +6,11 @@ Takes exactly t5_mesh_transformer's absl flags (--model_dir, --gin_file, --gin_p
   * puts the project's gin/ on the Gin search path (`--gin_file=models/glam_tiny.gin` works
     from any directory) next to t5's,
   * imports `tasks` (the project's SeqIO tasks) in addition to --module_import,
-  * checks Gin files, the mixture/task name and its training data before any graph is built,
-    and reports bad input as one line naming what is wrong (exit code 2).
+  * checks Gin files, the config (brainformer_tf.config_checks, as `brainformer validate`),
+    the mixture/task name and its training data before any graph is built, and reports bad
+    input naming what is wrong (exit code 2);
+  * installs the NaN guard and, in train_with_progress, resumes from the newest intact
+    checkpoint (docs/reliability.md); a NaN stop exits with code 1.
 `--use_model_api` is passed through to t5's own main unchanged.
 """
 
@@ -81,6 +84,58 @@ def check_mixture_or_task(name, split, sequence_length):
         raise errors.UsageError(f"task {name!r} has no examples in split {split!r}") from None
 
 
+def check_config(flags_):
+  """Raises UsageError listing every problem config_checks finds in the parsed Gin config."""
+  from brainformer_tf import config_checks  # pylint: disable=g-import-not-at-top
+  locate = config_checks.Locator(flags_.gin_file or [], flags_.gin_param or [])
+  problems = config_checks.check(locate, flags_.model_dir)
+  if problems:
+    raise errors.UsageError(f"{len(problems)} problem(s) in the Gin config:\n  " +
+                            "\n  ".join(problems))
+
+
+def parse_and_check(flags_):
+  """Parses Gin from the flags on the project's search path, then `check_config`."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
+  for path in (os.path.dirname(mesh_transformer_main.__file__) + "/gin", paths.gin_dir()):
+    if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+      gin.add_config_file_search_path(path)
+  _parse_gin(flags_)
+  check_config(flags_)
+
+
+def prepare(flags_, for_training=True):
+  """Imports tasks, parses Gin like t5's main and checks it; shared with `brainformer validate`.
+
+  for_training: also bind the task's vocabulary, install the NaN guard and finalize Gin.
+  Raises UsageError (or the data errors listed in USER_ERRORS) on bad input.
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  import t5  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.training import nan_guard  # pylint: disable=g-import-not-at-top
+  _import_modules(flags_.module_import)
+  if flags_.t5_tfds_data_dir:
+    t5.data.set_tfds_data_dir_override(flags_.t5_tfds_data_dir)
+  parse_and_check(flags_)
+  name = ginutil.mixture_name()
+  if name and ginutil.query("utils.run.mode", "train") == "train":
+    check_mixture_or_task(name, "train", gin.query_parameter("utils.run.sequence_length"))
+  if for_training:
+    gin.bind_parameter("run.vocabulary", mesh_transformer.get_vocabulary())
+    nan_guard.install()
+    gin.finalize()
+
+
+def user_errors():
+  """Exception types that mean bad input (reported as one line, exit code 2)."""
+  from brainformer_tf.data import text  # pylint: disable=g-import-not-at-top
+  return (errors.UsageError, text.CorpusError, FileNotFoundError, ValueError, SyntaxError)
+
+
 def _main(argv):
   """t5's mesh_transformer_main.main with the checks and paths described above."""
   del argv
@@ -88,28 +143,16 @@ def _main(argv):
   import gin  # pylint: disable=g-import-not-at-top
   from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
   import t5  # pylint: disable=g-import-not-at-top
-  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
   from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.data import text  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.training import nan_guard  # pylint: disable=g-import-not-at-top
   flags_ = flags.FLAGS
 
   try:
-    _import_modules(flags_.module_import)
     if flags_.use_model_api:
+      _import_modules(flags_.module_import)
       return mesh_transformer_main.main(None)
-    if flags_.t5_tfds_data_dir:
-      t5.data.set_tfds_data_dir_override(flags_.t5_tfds_data_dir)
-    gin.add_config_file_search_path(os.path.dirname(mesh_transformer_main.__file__) + "/gin")
-    gin.add_config_file_search_path(paths.gin_dir())
-    _parse_gin(flags_)
-    name = ginutil.mixture_name()
-    if name and ginutil.query("utils.run.mode", "train") == "train":
-      check_mixture_or_task(name, "train", gin.query_parameter("utils.run.sequence_length"))
-    gin.bind_parameter("run.vocabulary", mesh_transformer.get_vocabulary())
-    gin.finalize()
-  except (errors.UsageError, text.CorpusError, FileNotFoundError, ValueError) as e:
+    prepare(flags_)
+  except user_errors() as e:
     return errors.report(PROG, e)
 
   _record_command(flags_.model_dir)
@@ -119,8 +162,12 @@ def _main(argv):
       gin.bind_parameter("utils.get_variable_dtype.slice_dtype", "float32")
       gin.bind_parameter("utils.get_variable_dtype.activation_dtype", "float32")
   print(f"{PROG}: model dir {flags_.model_dir}", flush=True)
-  utils.run(tpu_job_name=flags_.tpu_job_name, tpu=flags_.tpu, gcp_project=flags_.gcp_project,
-            tpu_zone=flags_.tpu_zone, model_dir=flags_.model_dir)
+  try:
+    utils.run(tpu_job_name=flags_.tpu_job_name, tpu=flags_.tpu, gcp_project=flags_.gcp_project,
+              tpu_zone=flags_.tpu_zone, model_dir=flags_.model_dir)
+  except nan_guard.NonFiniteError as e:
+    errors.report(PROG, str(e).splitlines()[0])
+    return 1
   return 0
 
 

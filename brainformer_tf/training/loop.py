@@ -3,12 +3,17 @@
 Bind it in Gin (gin/train/cpu.gin does):
   utils.run.train_model_fn = @training.train_with_progress
 It trains exactly as mesh-tf's `utils.train_model` (same input pipeline, same estimator) with a
-`ProgressHook` attached, then computes the validation log-perplexity (mean cross-entropy in
+`ProgressHook` and a `nan_guard.NonFiniteHook` attached, then computes the validation log-perplexity (mean cross-entropy in
 nats per target token, padding excluded) of the final checkpoint over one pass of
 `final_eval_split` (at most `final_eval_steps` batches) and logs it.
+Before training it makes a restart safe (see docs/reliability.md): the newest intact checkpoint
+becomes the resume point (`checkpoints.recover`), log records of steps that will be repeated are
+dropped, run_info.json is written, and with `seed` set the graph and the data order are seeded.
 """
 
+import inspect
 import math
+import random
 
 from absl import logging
 import gin
@@ -17,8 +22,15 @@ from mesh_tensorflow.transformer import utils
 from t5.models import mesh_transformer
 import tensorflow.compat.v1 as tf
 
+import numpy as np
+
 from brainformer_tf import ginutil
+from brainformer_tf.training import budget
+from brainformer_tf.training import checkpoints
+from brainformer_tf.training import faults
+from brainformer_tf.training import nan_guard
 from brainformer_tf.training import progress
+from brainformer_tf.training import run_info
 
 
 class _EstimatorWithHooks:
@@ -66,21 +78,53 @@ def validation_log_perplexity(estimator, mixture_or_task_name, vocabulary, seque
   return results
 
 
+def _seeded(dataset_fn, seed):
+  """`dataset_fn` that also seeds the graph (it runs in the training graph before the model)."""
+  takes_seed = "seed" in inspect.signature(dataset_fn).parameters
+
+  def seeded_dataset_fn(*args, **kwargs):
+    tf.random.set_random_seed(seed)
+    return dataset_fn(*args, **kwargs, **({"seed": seed} if takes_seed else {}))
+  return seeded_dataset_fn
+
+
+def prepare_restart(model_dir, seed):
+  """Recovers the newest intact checkpoint, trims the log to it, writes run_info.json."""
+  step = checkpoints.recover(model_dir)
+  faults.install()
+  dropped = progress.truncate_log(model_dir, step)
+  if step or dropped:
+    print(f"resuming from step {step} ({dropped} log records after it dropped)", flush=True)
+  run_info.write(model_dir, seed, step)
+  return step
+
+
 @gin.configurable
 def train_with_progress(estimator, vocabulary, sequence_length, batch_size, train_dataset_fn,
                         train_steps, ensemble_inputs, log_every_n_steps=10,
-                        final_eval_split="validation", final_eval_steps=50, **kwargs):
+                        final_eval_split="validation", final_eval_steps=50, seed=None,
+                        **kwargs):
   """Trains like `utils.train_model`, reporting progress, then validates the last checkpoint.
 
   Args (Gin): log_every_n_steps: steps between progress lines; final_eval_split: split whose
     log-perplexity is computed after training (None: skip); final_eval_steps: at most this
-    many batches are evaluated.
+    many batches are evaluated; seed: graph seed (initialisers, random ops) and data shuffle
+    seed, None for a random run.
   """
   model_dir = estimator.model_dir
+  prepare_restart(model_dir, seed)
+  if seed is not None:
+    random.seed(seed)
+    np.random.seed(seed)
+    train_dataset_fn = _seeded(train_dataset_fn, seed)
   tokens_per_step = batch_size * sequence_length["targets"]
-  hook = progress.ProgressHook(model_dir, train_steps, tokens_per_step, log_every_n_steps)
-  utils.train_model(_EstimatorWithHooks(estimator, [hook]), vocabulary, sequence_length,
-                    batch_size, train_dataset_fn, train_steps, ensemble_inputs, **kwargs)
+  hooks = [progress.ProgressHook(model_dir, train_steps, tokens_per_step, log_every_n_steps)]
+  if nan_guard.settings().policy != "off":
+    hooks.append(nan_guard.NonFiniteHook(model_dir))
+  hooks += budget.hooks(model_dir)  # wall-clock budget + early stop (search trials)
+  with nan_guard.replacing_estimator_nan_hook():
+    utils.train_model(_EstimatorWithHooks(estimator, hooks), vocabulary, sequence_length,
+                      batch_size, train_dataset_fn, train_steps, ensemble_inputs, **kwargs)
   if not final_eval_split:
     return
   results = validation_log_perplexity(estimator, ginutil.mixture_name(), vocabulary, sequence_length, batch_size,

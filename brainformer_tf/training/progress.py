@@ -3,6 +3,7 @@
 Every `every_n_steps` steps it logs one line (step, loss, steps/s, tokens/s, ETA), appends the
 same record to `<model_dir>/train_log.jsonl` (appended across restarts, so a resumed run
 continues the curve) and, at the end, plots the whole log to `<model_dir>/loss_curve.png`.
+`truncate_log` drops the records of steps a restart repeats (those after the restored checkpoint).
 """
 
 import json
@@ -22,7 +23,33 @@ def read_log(model_dir):
   if not tf.io.gfile.exists(path):
     return []
   with tf.io.gfile.GFile(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    return [r for r in map(_parse, f) if r is not None]
+
+
+def _parse(line):
+  """The record on `line`, or None for a blank line or one torn by a killed writer."""
+  try:
+    return json.loads(line)
+  except ValueError:
+    return None
+
+
+def truncate_log(model_dir, step):
+  """Keeps only records at or before `step` (the restored checkpoint's), atomically.
+
+  Returns how many records were dropped.
+  """
+  path = os.path.join(model_dir, LOG_FILE)
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line if line.endswith("\n") else line + "\n" for line in lines
+          if (_parse(line) or {}).get("step", step + 1) <= step]
+  with open(path + ".tmp", "w") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+  return len(lines) - len(kept)
 
 
 def plot_log(model_dir):

@@ -1,0 +1,96 @@
+"""The side-by-side demo: Brainformer-1 tiny vs GLaM tiny for the same wall-clock, on CPU.
+
+  bash scripts/demo.sh [--budget_s 240] [--run_dir runs/demo]     (sets up .venv first)
+  .venv/bin/python -m benchmarks.demo [--budget_s 240] [--seed 1234]
+
+Trains both models one after the other with `brainformer train` (train/cpu.gin: 16 x 128 tokens
+per step, Adafactor) on the embedded default corpus (no download) for --budget_s seconds of
+training each (the budget hook's clock; graph building and validation come on top, about 10
+minutes in all at the default on 2 cores), validates each on the corpus's validation split,
+then prints the comparison table and writes <run_dir>/demo.json and <run_dir>/loss_{steps,
+wallclock}.png (training loss per step and per second, validation dots).
+"""
+
+import argparse
+import os
+import time
+
+from benchmarks import common
+from benchmarks import training_efficiency
+
+MODELS = (("brainformer1_tiny", "models/brainformer1_tiny.gin"),
+          ("glam_tiny", "models/glam_tiny.gin"))
+RECIPE = "train/cpu.gin"
+TOKENS_PER_STEP = 16 * 128
+
+
+def compare(runs):
+  """Table rows: steps, steps/s, tokens/s, validation loss, training loss at the common step."""
+  common_step = min(r["curve"][-1][0] for r in runs if r.get("curve")) if all(
+      r.get("curve") for r in runs) else None
+  rows = []
+  for r in runs:
+    rows.append({"model": r["model"], "steps": r.get("steps"),
+                 "steps_per_sec": r.get("steps_per_sec"),
+                 "tokens_per_sec": (r["steps_per_sec"] * TOKENS_PER_STEP
+                                    if r.get("steps_per_sec") else None),
+                 "val_loss": r.get("val_loss"),
+                 "train_loss_at_common_step": (common.loss_at_step(r["curve"], common_step)
+                                               if common_step else None)})
+  return rows, common_step
+
+
+def format_rows(rows, common_step, budget_s):
+  def f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+  lines = [f"same wall-clock: {budget_s:g} s of training each",
+           f"{'model':18s} {'steps':>6s} {'steps/s':>8s} {'tokens/s':>9s} "
+           f"{'val loss':>9s} {'loss@' + str(common_step):>10s}"]
+  for r in rows:
+    lines.append(f"{r['model']:18s} {f(r['steps'], 'd'):>6s} {f(r['steps_per_sec'], '.3f'):>8s} "
+                 f"{f(r['tokens_per_sec'], '.0f'):>9s} {f(r['val_loss'], '.4f'):>9s} "
+                 f"{f(r['train_loss_at_common_step'], '.4f'):>10s}")
+  lines.append("val loss: validation log-perplexity (nats/token) after the budget; loss@N: "
+               "training loss (10-step mean) at the step both models reached")
+  return "\n".join(lines)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--budget_s", type=float, default=240, help="training seconds per model")
+  p.add_argument("--seed", type=int, default=1234)
+  p.add_argument("--final_eval_steps", type=int, default=50)
+  p.add_argument("--run_dir", default=os.path.join(
+      common.ROOT, "runs", "demo_" + time.strftime("%Y%m%d_%H%M%S")))
+  args = p.parse_args()
+  machine = common.machine_info()
+  print(f"machine: {machine['cpu']}, {machine['cores']} cores, load {machine['load_average'][0]:.1f}",
+        flush=True)
+  runs = []
+  for name, gin_file in MODELS:
+    model_dir = os.path.join(args.run_dir, name)
+    print(f"training {name} for {args.budget_s:g} s ... (log: {model_dir}.log)", flush=True)
+    cmd = common.train_command(model_dir, gin_file, RECIPE, budget_s=args.budget_s,
+                               seed=args.seed, final_eval_steps=args.final_eval_steps)
+    r = common.run_training(model_dir, cmd)
+    r.update(model=name, mode="wallclock")
+    if r.get("error"):
+      print(f"  {name} failed: {r['error']}", flush=True)
+    runs.append(r)
+  rows, common_step = compare(runs)
+  table = format_rows(rows, common_step, args.budget_s)
+  plots = training_efficiency.plot(runs, os.path.join(args.run_dir, "loss"),
+                                   title=f"tiny, {args.budget_s:g}s each; ",
+                                   validation="default-corpus validation")
+  with open(os.path.join(args.run_dir, "demo.json"), "w") as f:
+    import json  # pylint: disable=g-import-not-at-top
+    json.dump({"machine": machine, "budget_s": args.budget_s, "rows": rows,
+               "common_step": common_step, "runs": runs}, f, indent=1)
+  print(table)
+  for path in plots:
+    print(f"plot: {path}")
+  return 0 if not any(r.get("error") for r in runs) else 1
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

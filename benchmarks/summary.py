@@ -1,0 +1,192 @@
+"""results/summary.json: one entry per performance target of the benchmarks issue.
+
+  .venv/bin/python -m benchmarks.summary              # rebuild from the results JSON files
+  .venv/bin/python -m benchmarks.summary --markdown   # print the README tables
+
+Every benchmark calls `update()` when it finishes, so summary.json always reflects the results
+files on disk; nothing here measures or hard-codes a number. Each entry:
+  {"value": measured, "target": threshold, "met": bool, "command": how to rerun,
+   "scale": "full" | "reduced", "detail": what the value is}
+A target whose benchmark has not been run is absent.
+"""
+
+import json
+import os
+
+from benchmarks import common
+
+TARGET_GROUPS = (256, 512, 1024)
+
+
+def _load(name):
+  path = os.path.join(common.RESULTS, name)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _entry(value, target, met, command, scale, detail):
+  return {"value": value, "target": target, "met": bool(met) if value is not None else False,
+          "command": command, "scale": scale, "detail": detail}
+
+
+def training_targets(data):
+  out = {}
+  if not data:
+    return out
+  table, cmd, scale = data["table"], data["command"], data["scale"]
+  bf, glam = table.get("brainformer1", {}).get("wallclock"), table.get("glam", {}).get("wallclock")
+  if bf and glam:
+    out["bf1_lower_val_loss_than_glam_same_wallclock"] = _entry(
+        bf["val_loss"], glam["val_loss"], bf["val_loss"] < glam["val_loss"], cmd, scale,
+        f"Brainformer-1 mini WikiText-2 test log-perplexity after {data['budget_s']:g}s "
+        f"(mean of {bf['seeds']} seeds); target = GLaM mini's")
+    ratio = bf["steps_per_sec"] / glam["steps_per_sec"]
+    out["bf1_steps_per_sec_over_glam"] = _entry(
+        ratio, 1.0, ratio >= 1.0, cmd, scale,
+        "Brainformer-1 mini steps/s / GLaM mini steps/s (same wall-clock runs, seed means)")
+    conv = data.get("convergence_brainformer1_vs_glam", {})
+    frac = conv.get("fraction")
+    out["bf1_wallclock_to_glam_final_loss"] = _entry(
+        frac, 0.5, frac is not None and frac <= 0.5, cmd, scale,
+        "fraction of GLaM's wall-clock Brainformer-1 needs to reach GLaM's final (10-step "
+        "smoothed) training loss; null = never reached within the budget")
+  if bf:
+    out["bf1_mfu"] = _entry(
+        bf["mfu"], 0.30, bf["mfu"] >= 0.30, cmd, scale,
+        f"model FLOPs (activated params + attention) x tokens/s / best-of-N fp32 matmul peak "
+        f"(oneDNN {data['peak_gflops']['mfu_denominator']}, "
+        f"{data['peak_gflops'][data['peak_gflops']['mfu_denominator']]:.1f} GFLOP/s)")
+  return out
+
+
+def overhead_targets(data):
+  out = {}
+  if not data:
+    return out
+  rows = [r for r in data["rows"] if r["group_size"] in TARGET_GROUPS]
+  if rows:
+    worst = max(r["expert_choice_over_dense"] for r in rows)
+    out["expert_choice_layer_over_dense_ffn"] = _entry(
+        worst, 1.25, worst <= 1.25, data["command"], data["scale"],
+        "worst expert-choice / equal-FLOPs dense FFN fwd+bwd time ratio over group sizes "
+        f"{TARGET_GROUPS} and experts {sorted({r['num_experts'] for r in rows})}")
+  if data["rows"]:
+    worst = max(r["expert_choice_over_top2_mesh_tf"] for r in data["rows"])
+    out["expert_choice_over_top2_time"] = _entry(
+        worst, 1.0, worst <= 1.0, data["command"], data["scale"],
+        "worst expert-choice / mesh-tf stock top-2 MoE1D fwd+bwd time at capacity factor 2 "
+        "(equal capacity) over all cells; "
+        f"vs this project's top-2: {max(r['expert_choice_over_top2_ours'] for r in data['rows']):.3f}")
+  return out
+
+
+def scaling_targets(data):
+  out = {}
+  if not data:
+    return out
+  model = data.get("model_experts")
+  lo, hi = (data.get("layer_experts") or {}).get("from_to", [8, 64])
+  if model and model.get("growth") is not None:
+    out["step_time_growth_8_to_64_experts"] = _entry(
+        model["growth"], 0.15, model["growth"] < 0.15, data["command"], data["scale"],
+        f"Brainformer-1 mini training step time at {hi} experts / at {lo} experts - 1 (fixed "
+        f"activated params); layer-only (expert-choice fwd+bwd): "
+        f"{data['layer_experts']['growth']:.3f}")
+  elif data.get("layer_experts"):
+    g = data["layer_experts"]["growth"]
+    out["step_time_growth_8_to_64_experts"] = _entry(
+        g, 0.15, g < 0.15, data["command"], data["scale"],
+        f"expert-choice layer fwd+bwd time at {hi} experts / at {lo} - 1 (fixed activated "
+        "params)")
+  return out
+
+
+def build():
+  entries = {}
+  entries.update(training_targets(_load("training_efficiency.json")))
+  entries.update(overhead_targets(_load("moe_overhead.json")))
+  entries.update(scaling_targets(_load("scaling.json")))
+  return entries
+
+
+def update():
+  entries = build()
+  path = common.write_json("summary.json", entries)
+  print(f"summary: {sum(e['met'] for e in entries.values())}/{len(entries)} targets met -> "
+        f"{path}")
+  return entries
+
+
+def markdown() -> str:
+  """The README tables, rendered from the results files on disk."""
+  out = []
+  te = _load("training_efficiency.json")
+  if te:
+    m = te["machine"]
+    out.append(f"Item 1 ({te['scale']} scale: {te['budget_s']:g} s of training per run, seeds "
+               f"{te['seeds']}; {m['cpu']}, {m['cores']} cores, {m['date_utc']}, load average "
+               f"{m['load_average'][0]:.1f} at start, {te['load_average_end'][0]:.1f} at end; "
+               f"peak fp32 matmul {te['peak_gflops']['on']:.1f} GFLOP/s oneDNN on, "
+               f"{te['peak_gflops']['off']:.1f} off; runs with oneDNN {m['onednn']}):\n")
+    out.append("| model | activated params | MFLOPs/token | steps/s | tokens/s | MFU | "
+               "val log-ppl (WikiText-2 test) | seed spread | train loss @ step "
+               f"{te['table'].get('_common_step')} |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for model, row in te["table"].items():
+      if model.startswith("_") or "wallclock" not in row:
+        continue
+      w, at = row["wallclock"], row.get("train_loss_at_common_step")
+      out.append(f"| {model} | {row['activated_params']:,} | {row['flops_per_token'] / 1e6:.1f} "
+                 f"| {w['steps_per_sec']:.3f} | {w['tokens_per_sec']:.0f} | {w['mfu']:.1%} | "
+                 f"{w['val_loss']:.3f} | {w['val_loss_spread']:.3f} | "
+                 f"{'-' if at is None else f'{at:.3f}'} |")
+    out.append("")
+  mo = _load("moe_overhead.json")
+  if mo:
+    out.append(f"Item 2 (fwd+bwd / equal-FLOPs dense FFN; {mo['machine']['date_utc']}, load "
+               f"{mo['machine']['load_average'][0]:.1f}):\n")
+    out.append("| experts | group | expert choice | top-2 (ours, gather) | top-2 (mesh-tf MoE1D) "
+               "| EC / MoE1D |")
+    out.append("|---|---|---|---|---|---|")
+    for r in mo["rows"]:
+      out.append(f"| {r['num_experts']} | {r['group_size']} | {r['expert_choice_over_dense']:.2f} "
+                 f"| {r['top2_ours_over_dense']:.2f} | {r['top2_mesh_tf_over_dense']:.2f} | "
+                 f"{r['expert_choice_over_top2_mesh_tf']:.2f} |")
+    out.append("")
+  sc = _load("scaling.json")
+  if sc:
+    out.append(f"Item 3 ({sc['machine']['date_utc']}, load {sc['machine']['load_average'][0]:.1f}):"
+               "\n")
+    out.append("| experts | EC layer s | MoE1D layer s | Brainformer-1 mini step s |")
+    out.append("|---|---|---|---|")
+    model = {r["num_experts"]: r["step_s"] for r in sc.get("model_experts", {}).get("rows", [])
+             if r["sequences_per_batch"] == 16}
+    for r in sc["layer_experts"]["rows"]:
+      ms = model.get(r["num_experts"])
+      out.append(f"| {r['num_experts']} | {r['expert_choice_s']:.3f} | {r['top2_mesh_tf_s']:.3f} "
+                 f"| {'-' if ms is None else f'{ms:.3f}'} |")
+    out.append("")
+    out.append("| tokens/batch | EC layer s | us/token |")
+    out.append("|---|---|---|")
+    for r in sc["layer_tokens"]["rows"]:
+      out.append(f"| {r['tokens']} | {r['expert_choice_s']:.3f} | {r['us_per_token']:.1f} |")
+    out.append("")
+  entries = build()
+  if entries:
+    out.append("| target | value | threshold | met | scale |")
+    out.append("|---|---|---|---|---|")
+    for name, e in entries.items():
+      v = "never" if e["value"] is None else f"{e['value']:.3f}"
+      out.append(f"| {name} | {v} | {e['target']:.3f} | {'yes' if e['met'] else 'no'} | "
+                 f"{e['scale']} |")
+  return "\n".join(out)
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  if "--markdown" in sys.argv:
+    print(markdown())
+  else:
+    update()

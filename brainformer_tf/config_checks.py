@@ -1,0 +1,311 @@
+"""Checks of a parsed Gin config that need no graph: run by `brainformer validate` and train.
+
+`check(locate, model_dir)` returns a list of problems, each one line starting with where it is
+(`file:line: Configurable.param`, or a sub-layer "layer 3 (MoE1D)"): missing REQUIRED bindings,
+mesh/layout strings, dimensions not divisible by the mesh dimension they are split over, MoE
+capacity factors, batch size, sequence lengths vs the task and the model, vocabulary size vs the
+mesh and vs an existing checkpoint, step counts, the NaN guard policy and Brainformer block specs.
+`locate(param)` maps "Configurable.param" to the file:line (or --gin_param) that bound it.
+Extension point: append a `fn(locate, model_dir) -> [problems]` to CHECKS.
+"""
+
+import inspect
+import os
+import re
+
+import gin
+import mesh_tensorflow as mtf
+import tensorflow.compat.v1 as tf
+
+from brainformer_tf import ginutil
+
+# mesh-tf layer parameters that size a dimension which layout_rules may split over the mesh.
+SPLIT_PARAMS = {
+    "SelfAttention": {"num_heads": "heads"},
+    "DenseReluDense": {"hidden_size": "d_ff"},
+    "MoE1D": {"num_experts": "experts", "hidden_size": "expert_hidden"},
+    "MoE": {"num_experts": "experts", "hidden_size": "expert_hidden"},
+}
+CAPACITY_PARAMS = ("capacity_factor_train", "capacity_factor_eval", "capacity_factor")
+
+
+class Locator:
+  """Finds the file:line (or --gin_param) of the last binding of a parameter.
+
+  Scans the --gin_file files (following `include`) and --gin_param strings in parse order;
+  matches `[scope/][module.]Configurable.param =`.
+  """
+
+  def __init__(self, gin_files, gin_params):
+    self._bindings = []  # (where, text) in parse order
+    for path in gin_files:
+      self._add_file(path, depth=0)
+    self._bindings += [("--gin_param", p) for p in gin_params]
+
+  def _add_file(self, name, depth):
+    path = next((os.path.join(prefix, name) for prefix in gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
+                 if os.path.isfile(os.path.join(prefix, name))), None)
+    if path is None or depth > 10:
+      return
+    with open(path) as f:
+      for number, line in enumerate(f, 1):
+        include = re.match(r"\s*include\s+['\"](.+)['\"]", line)
+        if include:
+          self._add_file(include.group(1), depth + 1)
+        else:
+          self._bindings.append((f"{path}:{number}", line))
+
+  def __call__(self, param):
+    configurable, _, arg = param.rpartition(".")
+    short = configurable.rpartition(".")[2]
+    pattern = re.compile(rf"^\s*([\w/]+/)?([\w.]+\.)?{re.escape(short)}\.{re.escape(arg)}\s*=")
+    return next((where for where, text in reversed(self._bindings) if pattern.match(text)), None)
+
+
+def _where(locate, param):
+  return f"{locate(param)}: {param}" if locate(param) else param
+
+
+def _mesh(locate):
+  """(mesh_shape, layout_rules, problems); shape None when computed (e.g. @tpu_mesh_shape())."""
+  problems, shape, rules = [], None, mtf.convert_to_layout_rules("")
+  mesh_shape = ginutil.query("utils.run.mesh_shape")
+  layout = ginutil.query("utils.run.layout_rules")
+  if isinstance(mesh_shape, str):
+    try:
+      shape = mtf.convert_to_shape(mesh_shape)
+    except (ValueError, IndexError) as e:
+      problems.append(f"{_where(locate, 'utils.run.mesh_shape')} = {mesh_shape!r} is not a mesh "
+                      f"shape like 'batch:2,model:4' ({e})")
+  if isinstance(layout, str):
+    try:
+      rules = mtf.convert_to_layout_rules(layout)
+    except (ValueError, IndexError) as e:
+      problems.append(f"{_where(locate, 'utils.run.layout_rules')} = {layout!r} is not a list "
+                      f"of tensor_dim:mesh_dim pairs ({e})")
+  devices = ginutil.query("utils.run.mesh_devices")
+  if shape is not None and devices and len(devices) != max(shape.size, 1):
+    problems.append(f"{_where(locate, 'utils.run.mesh_devices')} lists {len(devices)} devices "
+                    f"but utils.run.mesh_shape = {mesh_shape!r} has {shape.size}")
+  return shape, rules, problems
+
+
+def _split_problem(where, what, size, dim_name, shape, rules):
+  if shape is None or not isinstance(size, int):
+    return None
+  try:
+    axis = rules.tensor_dimension_to_mesh_axis(mtf.Dimension(dim_name, size), shape)
+  except ValueError as e:
+    return f"{where}: {e}"
+  if axis is None or size % shape.dims[axis].size == 0:
+    return None
+  mesh_dim = shape.dims[axis]
+  return (f"{where}: {what}={size} (dimension {dim_name!r}) is split over mesh dimension "
+          f"{mesh_dim.name!r} of size {mesh_dim.size} and must be a multiple of it")
+
+
+def _layer_entries():
+  """[(index, class name, configurable, kwargs)] of make_layer_stack.layers, if a plain list."""
+  layers = ginutil.query("make_layer_stack.layers")
+  if not isinstance(layers, (list, tuple)):
+    return []
+  entries = []
+  for index, entry in enumerate(layers):
+    ref, kwargs = (entry[0], next((e for e in entry[1:] if isinstance(e, dict)), {})) \
+        if isinstance(entry, (list, tuple)) else (entry, {})
+    if isinstance(ref, gin.config.ConfigurableReference):
+      entries.append((index, ref.configurable.name, ref, kwargs))
+  return entries
+
+
+def _layer_value(name, kwargs, param, cls):
+  if param in kwargs:
+    return kwargs[param]
+  value = ginutil.query(f"{name}.{param}", inspect.Parameter.empty)
+  if value is inspect.Parameter.empty:
+    value = inspect.signature(cls).parameters.get(param)
+    value = value.default if value is not None else None
+  return value
+
+
+def check_layers(locate, shape, rules):
+  """Constructor errors, split-dimension divisibility and capacity factors of each layer."""
+  problems = []
+  for index, name, ref, kwargs in _layer_entries():
+    cls = ref.configurable.wrapped
+    where = f"make_layer_stack.layers[{index}] ({name})"
+    try:
+      ref.configurable.wrapper(**kwargs)  # constructors only record hyperparameters
+    except Exception as e:  # pylint: disable=broad-except
+      problems.append(f"{where}: {str(e).splitlines()[0]}")
+      continue
+    for param, dim_name in SPLIT_PARAMS.get(name, {}).items():
+      size = _layer_value(name, kwargs, param, cls)
+      problems.append(_split_problem(f"{where}, {_where(locate, f'{name}.{param}')}",
+                                     param, size, dim_name, shape, rules))
+    for param in CAPACITY_PARAMS:
+      value = _layer_value(name, kwargs, param, cls) if param in inspect.signature(
+          cls).parameters else None
+      if isinstance(value, (int, float)) and value <= 0:
+        problems.append(f"{where}, {_where(locate, f'{name}.{param}')} = {value}: a capacity "
+                        "factor must be > 0 (each expert needs slots)")
+  return [p for p in problems if p]
+
+
+def check_required(locate):
+  """REQUIRED parameters left unbound in configurables the run will call."""
+  del locate
+  roots = ["utils.run", "make_layer_stack"]  # + every configurable referenced with @
+  seen, problems = set(), []
+  for value in list(gin.config._CONFIG.values()):  # pylint: disable=protected-access
+    for v in value.values():
+      stack = [v]
+      while stack:
+        item = stack.pop()
+        if isinstance(item, gin.config.ConfigurableReference):
+          roots.append(item.configurable.name)
+        elif isinstance(item, (list, tuple)):
+          stack.extend(item)
+        elif isinstance(item, dict):
+          stack.extend(item.values())
+  for name in roots:
+    if name in seen:
+      continue
+    seen.add(name)
+    try:
+      fn = gin.config._REGISTRY.get_match(name).wrapped  # pylint: disable=protected-access
+      params = inspect.signature(fn).parameters
+    except (AttributeError, TypeError, ValueError):
+      continue
+    for param, p in params.items():
+      if p.default is gin.REQUIRED and ginutil.query(f"{name}.{param}", gin.REQUIRED) is gin.REQUIRED:
+        problems.append(f"{name}.{param}: REQUIRED but not bound in any Gin file or --gin_param")
+  return problems
+
+
+def _batch_sequences():
+  batch = ginutil.query("utils.run.batch_size")
+  length = (ginutil.query("utils.run.sequence_length") or {}).get("targets")
+  if isinstance(batch, int):
+    return batch
+  if isinstance(batch, (list, tuple)) and len(batch) == 2:
+    kind, n = batch
+    if kind.startswith("sequences"):
+      return n
+    if kind.startswith("tokens") and length:
+      return n // length
+  return None
+
+
+def check_sizes(locate, shape, rules, checkpoint=None):
+  """Batch, sequence length, vocabulary (vs mesh and checkpoints) and step counts."""
+  problems = []
+  problems.append(_split_problem(_where(locate, "utils.run.batch_size"), "sequences per batch",
+                                 _batch_sequences(), "batch", shape, rules))
+  lengths = ginutil.query("utils.run.sequence_length")
+  max_length = ginutil.query("Unitransformer.max_length")
+  if isinstance(lengths, dict) and isinstance(max_length, int):
+    for feature, length in lengths.items():
+      if length > max_length:
+        problems.append(f"{_where(locate, 'utils.run.sequence_length')}: {feature} length "
+                        f"{length} exceeds {_where(locate, 'Unitransformer.max_length')} = "
+                        f"{max_length}")
+  name = ginutil.mixture_name()
+  if isinstance(lengths, dict) and name:
+    import seqio  # pylint: disable=g-import-not-at-top
+    try:
+      features = seqio.get_mixture_or_task(name).output_features
+    except ValueError:
+      features = {}
+    missing = sorted(set(features) - set(lengths))
+    if missing and ginutil.query("utils.run.model_type", "bitransformer") != "lm":
+      problems.append(f"{_where(locate, 'utils.run.sequence_length')} = {lengths} has no "
+                      f"length for feature(s) {missing} of task {name!r}")
+    elif "targets" in features and "targets" not in lengths:
+      problems.append(f"{_where(locate, 'utils.run.sequence_length')} = {lengths} has no "
+                      f"'targets' length for task {name!r}")
+  for param in ("utils.run.train_steps", "utils.run.save_checkpoints_steps"):
+    value = ginutil.query(param)
+    if isinstance(value, (int, float)) and value <= 0:
+      problems.append(f"{_where(locate, param)} = {value}: must be a positive number of steps")
+  problems += _vocab_problems(locate, shape, rules, checkpoint)
+  return [p for p in problems if p]
+
+
+def vocab_size():
+  """The vocabulary size the run will use, from vocabulary_settings (no training needed)."""
+  from brainformer_tf.data import vocab  # pylint: disable=g-import-not-at-top
+  model_file, size, _ = vocab.vocabulary_settings()
+  if model_file:
+    import sentencepiece  # pylint: disable=g-import-not-at-top
+    return sentencepiece.SentencePieceProcessor(model_file=model_file).get_piece_size()
+  return size
+
+
+def _vocab_problems(locate, shape, rules, checkpoint):
+  problems = []
+  try:
+    size = vocab_size()
+  except (ValueError, OSError) as e:
+    return [f"{_where(locate, 'vocabulary_settings.vocab_size')}: {e}"]
+  divisor = ginutil.query("Unitransformer.vocab_divisor", 128) or 1
+  padded = -(-size // divisor) * divisor
+  problems.append(_split_problem(
+      f"{_where(locate, 'vocabulary_settings.vocab_size')} (padded to a multiple of "
+      f"Unitransformer.vocab_divisor={divisor})", "vocab", padded, "vocab", shape, rules))
+  d_model = ginutil.query("Unitransformer.d_model")
+  for source, path in (("utils.run.init_checkpoint", ginutil.query("utils.run.init_checkpoint")),
+                       ("the model dir's checkpoint", checkpoint)):
+    if not path:
+      continue
+    shapes = dict(tf.train.list_variables(path))
+    embedding = next((s for n, s in shapes.items() if n.endswith("/embedding")), None)
+    if embedding and embedding[0] != padded:
+      problems.append(f"{_where(locate, 'vocabulary_settings.vocab_size')} = {size} (padded "
+                      f"{padded}) but {source} {path} has a {embedding[0]}-row embedding")
+    if embedding and isinstance(d_model, int) and embedding[1] != d_model:
+      problems.append(f"{_where(locate, 'Unitransformer.d_model')} = {d_model} but {source} "
+                      f"{path} was trained with d_model {embedding[1]}")
+  return problems
+
+
+def check_policies(locate):
+  from brainformer_tf.training import nan_guard  # pylint: disable=g-import-not-at-top
+  try:
+    nan_guard.settings()
+  except ValueError as e:
+    return [f"{_where(locate, 'nan_guard.policy')}: {str(e).splitlines()[0]}"]
+  return []
+
+
+def check_block_spec(locate, shape, rules):
+  """Brainformer block specs (brainformer_tf.blocks), when a model uses one."""
+  spec = ginutil.query("blocks.block_layers.spec")
+  if spec is None:
+    return []
+  from brainformer_tf.blocks import build  # pylint: disable=g-import-not-at-top
+  try:
+    build.validate(spec, shape if shape is not None else "", rules)
+  except ValueError as e:
+    return [f"{_where(locate, 'blocks.block_layers.spec')}: {e}"]
+  return []
+
+
+CHECKS = []
+
+
+def check(locate, model_dir=None):
+  """All problems found in the parsed Gin config (empty list: fine)."""
+  try:
+    checkpoint = tf.train.latest_checkpoint(model_dir) if model_dir else None
+  except Exception:  # pylint: disable=broad-except  (a damaged state file: recovered at start)
+    checkpoint = None
+  shape, rules, problems = _mesh(locate)
+  problems += check_required(locate)
+  problems += check_layers(locate, shape, rules)
+  problems += check_sizes(locate, shape, rules, checkpoint)
+  problems += check_block_spec(locate, shape, rules)
+  problems += check_policies(locate)
+  for fn in CHECKS:
+    problems += fn(locate, model_dir)
+  return problems

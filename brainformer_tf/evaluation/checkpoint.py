@@ -1,0 +1,85 @@
+"""Checkpoints of `brainformer train` and plain `t5_mesh_transformer` runs (same format).
+
+`resolve` turns a model dir or a checkpoint prefix into (prefix, step, operative config);
+`check_compatible` compares the variables the parsed Gin model would create with the
+checkpoint's, before any session is run, so a wrong model or a wrong checkpoint is named in
+one line instead of being half-restored (mesh-tf's `init_checkpoint` silently skips variables
+it does not find) or failing deep inside an estimator.
+"""
+
+import os
+import re
+
+from brainformer_tf.cli import errors
+
+OPERATIVE_CONFIG = "operative_config.gin"
+# Learned during training only by causal expert choice (docs/moe.md); a checkpoint of another
+# gating lacks them and fine-tuning with `expert_choice_causal` learns them from scratch.
+LEARNED_IN_FINETUNE = re.compile(r"router/threshold_(ema|weight)$")
+
+
+def resolve(path):
+  """(checkpoint prefix, global step, operative_config.gin path or None) of a dir or prefix."""
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(path):
+    prefix = tf.train.latest_checkpoint(path)
+    if prefix is None:
+      raise errors.UsageError(f"checkpoint dir {path} holds no checkpoint (no 'checkpoint' "
+                              "state file naming a model.ckpt-N)")
+  elif tf.io.gfile.exists(path + ".index"):
+    prefix = path
+  else:
+    raise errors.UsageError(f"checkpoint {path} not found (give a model dir or a "
+                            "model.ckpt-N prefix)")
+  match = re.search(r"-(\d+)$", prefix)
+  if not match:
+    raise errors.UsageError(f"checkpoint {prefix} has no step suffix (-N)")
+  config = os.path.join(os.path.dirname(prefix), OPERATIVE_CONFIG)
+  return prefix, int(match.group(1)), config if os.path.exists(config) else None
+
+
+def model_variables(model_type, vocab_size, length=64, batch=2):
+  """{name: shape} of the master variables the Gin-configured model creates (graph only)."""
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow.compat.v1 import estimator as tf_estimator  # pylint: disable=g-import-not-at-top
+  with tf.Graph().as_default():
+    graph = mtf.Graph()
+    mesh = mtf.Mesh(graph, "check_mesh")
+    model = utils.build_model(model_type=model_type, input_vocab_size=vocab_size,
+                              output_vocab_size=vocab_size, layout_rules=None,
+                              mesh_shape=mtf.convert_to_shape(""))
+    dims = [mtf.Dimension("batch", batch), mtf.Dimension("length", length)]
+    targets = mtf.ones(mesh, mtf.Shape(dims), dtype=tf.int32)
+    model.call_simple(inputs=targets, targets=targets, compute_loss=True,
+                      mode=tf_estimator.ModeKeys.TRAIN,
+                      variable_dtype=utils.get_variable_dtype())
+    return {v.name: v.shape.to_integer_list for v in graph.all_variables}
+
+
+def check_compatible(prefix, model_type, vocab_size, allow_missing=None):
+  """Raises UsageError naming the first mismatches between the model and checkpoint `prefix`.
+
+  allow_missing: regex of model variables the checkpoint may lack (learned afterwards).
+  Optimizer slots and the global step in the checkpoint are ignored.
+  """
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  ours = model_variables(model_type, vocab_size)
+  theirs = dict(tf.train.list_variables(prefix))
+  missing = sorted(n for n in ours if n not in theirs and not (
+      allow_missing and allow_missing.search(n)))
+  shapes = sorted(f"{n} {theirs[n]} vs model {ours[n]}" for n in ours
+                  if n in theirs and list(theirs[n]) != list(ours[n]))
+  slot = re.compile(r"(_slot_|/slot_|global_step$|_v[rc]$|_m$)")
+  extra = sorted(n for n in theirs if n not in ours and not slot.search(n))
+  problems = []
+  if shapes:
+    problems.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
+  if missing:
+    problems.append(f"{len(missing)} model variable(s) not in the checkpoint, e.g. {missing[0]}")
+  if extra:
+    problems.append(f"{len(extra)} checkpoint variable(s) not in the model, e.g. {extra[0]}")
+  if problems:
+    raise errors.UsageError(f"model does not match checkpoint {prefix}: " + "; ".join(problems)
+                            + " (pass the model's Gin file, or the checkpoint it was trained to)")

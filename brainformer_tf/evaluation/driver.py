@@ -1,0 +1,152 @@
+"""Evaluate a checkpoint with mesh-tf's own modes; shared by `brainformer eval` and `finetune`.
+
+Gin, in order: mesh-tf defaults, the checkpoint's operative_config.gin (the model as trained,
+by `brainformer train` or `t5_mesh_transformer`), gin/eval/default.gin, the caller's
+--gin_file / --gin_param. Then, per mode, `utils.run` runs
+  decode  mode "eval" (greedy decoding + the task's metrics), evaluation.decode
+  rank    mode "score_from_dataset" (log-likelihood of each label), evaluation.rank
+on the checkpoint's step. The format follows utils.run.model_type: "delimited_lm"
+(fine-tuned: [inputs EOS targets]) or "lm" (pretrained: the prompt is continued).
+Bad input (unknown task, no checkpoint, model/checkpoint mismatch, non-causal expert choice)
+raises UsageError before a session runs.
+"""
+
+import os
+import re
+
+from brainformer_tf.cli import errors
+from brainformer_tf.evaluation import checkpoint
+
+MODES = ("decode", "rank")
+NONCAUSAL = re.compile(r"gating\s*=\s*['\"](expert_choice|expert_choice_capped)['\"]")
+
+
+def parse_gin(config_files, gin_params):
+  """Parses mesh-tf defaults then `config_files` and `gin_params` on the project's paths."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import pkg_resources  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  for path in (os.path.dirname(mesh_transformer_main.__file__) + "/gin", paths.gin_dir()):
+    if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+      gin.add_config_file_search_path(path)
+  gin.parse_config_file(pkg_resources.resource_filename(
+      "mesh_tensorflow.transformer", "gin/defaults.gin"))
+  try:
+    gin.parse_config_files_and_bindings(
+        list(config_files), list(gin_params), finalize_config=False,
+        skip_unknown=mesh_transformer.DEPRECATED_GIN_REFERENCES)
+  except OSError as e:
+    raise errors.UsageError(str(e)) from None
+
+
+def model_config(prefix, operative, gin_files):
+  """Gin files describing the model of checkpoint `prefix` (its operative config first)."""
+  if not operative and not gin_files:
+    raise errors.UsageError(f"no {checkpoint.OPERATIVE_CONFIG} next to {prefix}; pass the "
+                            "model's --gin_file")
+  return ([operative] if operative else []) + list(gin_files)
+
+
+def get_task(name, split):
+  """The registered task or mixture `name`, which must have `split`; else UsageError."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  try:
+    task = seqio.get_mixture_or_task(name)
+  except ValueError:
+    raise errors.UsageError(f"unknown task or mixture {name!r} (see docs/tasks.md)") from None
+  if not any(split in t.splits for t in seqio.get_subtasks(task)):
+    raise errors.UsageError(f"task {name!r} has no {split!r} split")
+  return task
+
+
+def check_causal(modes):
+  """UsageError if the model routes with non-causal expert choice (it would see the future)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  match = NONCAUSAL.search(gin.config_str())
+  if match and modes:
+    raise errors.UsageError(
+        f"the model routes with non-causal gating {match.group(1)!r}: scoring and decoding "
+        "would use future tokens; fine-tune it with "
+        "--gin_param=\"blocks.BlockDefaults.gating='expert_choice_causal'\" first "
+        "(docs/finetune_eval.md)")
+
+
+def prepare(prefix, step, task_name, modes, split):
+  """Checks the parsed config against the task and checkpoint; binds vocabulary and step."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  task = get_task(task_name, split)
+  model_type = ginutil.query("utils.run.model_type", "bitransformer")
+  if model_type not in ("lm", "delimited_lm"):
+    raise errors.UsageError(f"utils.run.model_type={model_type!r}: only decoder-only models "
+                            "('lm', 'delimited_lm') are evaluated")
+  check_causal(modes)
+  vocabulary = task.output_features["targets"].vocabulary
+  checkpoint.check_compatible(prefix, model_type, vocabulary.vocab_size,
+                              allow_missing=checkpoint.LEARNED_IN_FINETUNE)
+  gin.bind_parameter("utils.run.vocabulary", vocabulary)
+  gin.bind_parameter("utils.run.eval_checkpoint_step", step)
+  gin.bind_parameter("utils.run.dataset_split", split)
+  gin.bind_parameter("utils.get_variable_dtype.slice_dtype", "float32")
+  gin.bind_parameter("utils.get_variable_dtype.activation_dtype", "float32")
+  return model_type
+
+
+def run_mode(mode, model_dir, task_name, model_type, out_dir, num_examples):
+  """Runs one mode with mesh-tf's `utils.run`; returns {task: {"metrics", "records"}}."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.evaluation import decode  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.evaluation import rank  # pylint: disable=g-import-not-at-top
+  continue_prompt = model_type == "lm"
+  lengths = dict(ginutil.query("utils.run.sequence_length"))
+  if mode == "decode":
+    gin.parse_config(["utils.run.mode = 'eval'",
+                      "utils.run.eval_dataset_fn = @decode.eval_dataset_fn"])
+    gin.bind_parameter("utils.run.eval_summary_dir", os.path.join(out_dir, "decode"))
+    # mesh-tf pads the prompt by `targets` positions; stop there rather than at the row's end
+    gin.bind_parameter("Unitransformer.sample_autoregressive.max_steps", lengths["targets"])
+    fn, module = "decode.eval_dataset_fn", decode
+  else:
+    gin.parse_config(["utils.run.mode = 'score_from_dataset'",
+                      "score_from_dataset.score_dataset_fn = @rank.score_dataset_fn",
+                      "score_from_dataset.score_with_estimator_fn = @rank.score_with_estimator",
+                      "score_from_dataset.score_postprocess_fn = @rank.keep_scores"])
+    if continue_prompt:  # one sequence holds prompt and candidate
+      lengths = {"inputs": lengths["inputs"], "targets": lengths["inputs"] + lengths["targets"]}
+    fn, module = "rank.score_dataset_fn", rank
+  gin.bind_parameter("utils.run.sequence_length", lengths)
+  gin.bind_parameter(f"{fn}.mixture_or_task_name", task_name)
+  gin.bind_parameter(f"{fn}.num_eval_examples", num_examples)
+  gin.bind_parameter(f"{fn}.continue_prompt", continue_prompt)
+  utils.run(tpu_job_name=None, tpu=None, gcp_project=None, tpu_zone=None, model_dir=model_dir)
+  return module.results()
+
+
+def evaluate(checkpoint_path, task_names, modes, out_dir, gin_files=(), gin_params=(),
+             split="validation", num_examples=-1):
+  """Evaluates `checkpoint_path` on every task; writes the run dir; returns the scores."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.evaluation import run_dir  # pylint: disable=g-import-not-at-top
+  bad = [m for m in modes if m not in MODES]
+  if bad or not modes:
+    raise errors.UsageError(f"--modes {','.join(modes)}: choose from {', '.join(MODES)}")
+  prefix, step, operative = checkpoint.resolve(checkpoint_path)
+  files = model_config(prefix, operative, gin_files)
+  scores = {}
+  for task_name in task_names:
+    parse_gin(files[:1] + ["eval/default.gin"] + files[1:], gin_params)
+    model_type = prepare(prefix, step, task_name, modes, split)
+    for mode in modes:
+      for task, result in run_mode(mode, os.path.dirname(prefix), task_name, model_type,
+                                   out_dir, num_examples).items():
+        scores.setdefault(task, {})[mode] = result["metrics"]
+        run_dir.write_predictions(out_dir, task, mode, result["records"])
+    run_dir.write_config(out_dir, task_name, gin.operative_config_str())
+  run_dir.write_scores(out_dir, {"checkpoint": prefix, "step": step, "split": split,
+                                 "num_examples": num_examples, "scores": scores})
+  return scores

@@ -1,0 +1,118 @@
+"""Search outputs, rebuilt from state.json at any time (`brainformer search --report_only`).
+
+  search_log.json   every trial and baseline: block, result, reward (and the settings)
+  search.png        reward and validation loss per trial, baselines as horizontal lines
+  top/rank<k>_trial<i>.gin      the k best finished (not early-stopped) blocks as proxy model
+                                files (stacked space.stack x)
+  top/rank<k>_trial<i>_2x.gin   ScaleModelDim 2x, StackNTimes 6 (paper: the 1B scale)
+  top/rank<k>_trial<i>_4x.gin   ScaleModelDim 4x, StackNTimes 8 (paper: the 8B scale)
+"""
+
+import glob
+import json
+import os
+
+from brainformer_tf.search import evolution
+from brainformer_tf.search import space as space_lib
+from brainformer_tf.search import trial as trial_lib
+from brainformer_tf.search.space import Candidate
+
+SCALES = ((2, 6), (4, 8))  # (ScaleModelDim factor, StackNTimes)
+
+
+def ranked(state: dict):
+  """Finished trials with a reward, best first (ties: the earlier trial)."""
+  scored = [t for t in state["trials"] if t["reward"] is not None]
+  return sorted(scored, key=lambda t: (-t["reward"], t["id"]))
+
+
+def write(search_dir: str, top_k: int = 3) -> dict:
+  """Writes every output; returns {name: path}."""
+  state = evolution.load(search_dir)
+  if state is None:
+    raise FileNotFoundError(f"--dir={search_dir}: no {evolution.STATE} (no search there)")
+  space = space_lib.get(state["config"]["space"])
+  paths = {"log": os.path.join(search_dir, "search_log.json")}
+  with open(paths["log"] + ".tmp", "w") as f:
+    json.dump({"config": state["config"], "references": state["references"],
+               "trials": state["trials"], "population": state["population"],
+               "ranking": [t["id"] for t in ranked(state)]}, f, indent=1)
+  os.replace(paths["log"] + ".tmp", paths["log"])
+  top_dir = os.path.join(search_dir, "top")
+  os.makedirs(top_dir, exist_ok=True)
+  for old in glob.glob(os.path.join(top_dir, "rank*.gin")):  # the ranking may have changed
+    os.remove(old)
+  top = [t for t in ranked(state) if t["status"] == "done"][:top_k]  # no early-stopped blocks
+  for rank, job in enumerate(top, 1):
+    candidate = Candidate.from_json(job["candidate"])
+    stem = os.path.join(top_dir, f"rank{rank}_trial{job['id']}")
+    title = f"rank {rank}, trial {job['id']}, reward {job['reward']:.4f}"
+    variants = [("", 1, None)] + [(f"_{s}x", s, n) for s, n in SCALES]
+    for suffix, scale, stack in variants:
+      with open(stem + suffix + ".gin", "w") as f:
+        f.write(trial_lib.model_gin(space, candidate, stack=stack, scale=scale,
+                                    title=title + (f", scaled {scale}x, stacked {stack}x"
+                                                   if suffix else "")))
+      paths[f"rank{rank}{suffix}"] = stem + suffix + ".gin"
+  paths["plot"] = plot(state, os.path.join(search_dir, "search.png"))
+  return paths
+
+
+def plot(state: dict, path: str) -> str:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  trials = [t for t in state["trials"] if t["reward"] is not None]
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+  ids = [t["id"] for t in trials]
+  rewards = [t["reward"] for t in trials]
+  top.scatter(ids, rewards, c=["tab:red" if r < 0 else "tab:blue" for r in rewards], s=18)
+  best, running = [], float("-inf")
+  for r in rewards:
+    running = max(running, r)
+    best.append(running)
+  top.step(ids, best, where="post", color="black", label="best so far")
+  top.axhline(1.0, color="tab:orange", ls="--", label="GLaM (reward 1 by definition)")
+  top.set_ylabel("reward (-1 = early stop)")
+  top.legend(loc="lower right")
+  done = [t for t in trials if t["result"]["val_loss"] is not None]
+  bottom.scatter([t["id"] for t in done], [t["result"]["val_loss"] for t in done], s=18,
+                 c=["tab:red" if t["reward"] < 0 else "tab:blue" for t in done],
+                 label="trial (red: early-stopped)")
+  colors = {"glam": "tab:orange", "dense": "tab:green", "block1": "tab:purple"}
+  for name, job in state["references"].items():
+    if job["result"] and job["result"]["val_loss"] is not None:
+      bottom.axhline(job["result"]["val_loss"], color=colors[name], ls="--",
+                     label=f"{name} {job['result']['val_loss']:.3f}")
+  bottom.set_xlabel("trial")
+  bottom.set_ylabel("validation log-perplexity")
+  bottom.legend(loc="upper right", fontsize=8)
+  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
+  bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+  bottom.set_xlim(-0.5, max(ids, default=0) + 0.5)
+  for ax in (top, bottom):
+    ax.grid(alpha=0.3)
+  fig.suptitle(f"brainformer search, space {state['config']['space']}, "
+               f"{state['config']['budget_s']:g}s per trial")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def summary(state: dict) -> str:
+  """Best block against the baselines: val loss and step time, same wall-clock budget."""
+  lines = []
+  for name, job in state["references"].items():
+    r = job["result"] or {}
+    if r.get("val_loss") is not None:
+      lines.append(f"  {name:7s} val {r['val_loss']:.4f}  step {1000 * r['step_time']:.1f}ms "
+                   f"x{r['steps']}  {Candidate.from_json(job['candidate'])}")
+  best = ranked(state)[:1]
+  if best:
+    r = best[0]["result"]
+    numbers = (f"val {r['val_loss']:.4f}  step {1000 * r['step_time']:.1f}ms x{r['steps']}"
+               if r["val_loss"] is not None else r["status"])
+    lines.append(f"  best    trial {best[0]['id']} reward {best[0]['reward']:+.4f}  {numbers}  "
+                 f"{Candidate.from_json(best[0]['candidate'])}")
+  return "\n".join(lines)

@@ -1,0 +1,194 @@
+"""The search space of paper Table 1 as data, its scaled-down CPU variants, and candidates.
+
+A candidate is a model dim plus a block (`blocks.spec.BlockSpec`, the project's one block
+representation) whose every sub-layer carries all its searched settings: `a[h=..]`,
+`f[H=..,act=..]`, `g[<gating>,c=..,H=..,act=..]`. What the space fixes for every candidate
+(head size, experts, proxy stack depth) goes into the Gin file, not the block.
+"""
+
+import dataclasses
+import random
+from typing import Dict, Optional, Tuple
+
+from brainformer_tf.blocks import spec as spec_lib
+
+LAYER_TYPES = ("a", "f", "g")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+  """Choices per searched setting (paper Table 1) and the proxy model's fixed settings."""
+  name: str
+  model_dims: Tuple[int, ...]
+  ffn_hidden: Tuple[int, ...]
+  moe_hidden: Tuple[int, ...]
+  heads: Tuple[int, ...]
+  d_kv: int                    # head size, fixed (Table 1 does not list it)
+  num_experts: int             # fixed per proxy (paper: 32 at 100M scale)
+  gatings: Tuple[str, ...] = ("top_2", "expert_choice")
+  capacity_factors: Tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
+  activations: Tuple[str, ...] = ("gated_relu", "gated_gelu", "relu", "gelu")
+  min_layers: int = 2          # sub-layers per block
+  max_layers: int = 12
+  stack: int = 3               # the proxy model stacks the block this many times
+  # The baseline the space is centred on (Table 1: d = 768, FFN 3072, 12 heads).
+  base_model_dim: int = 768
+  base_hidden: int = 3072
+  base_heads: int = 12
+  reference_repeats: int = 2  # glam = (a f)(a g) x this, dense = (a f) x 2*this
+  # Paper Block 1 assumption (docs/search.md): d and d_ffn = d_moe; heads = max(heads).
+  block1: Tuple[int, int] = (1024, 2048)
+
+  def __post_init__(self):
+    for field in ("model_dims", "ffn_hidden", "moe_hidden", "heads", "gatings",
+                  "capacity_factors", "activations"):
+      if not getattr(self, field):
+        raise ValueError(f"SearchSpace {self.name!r}: {field} is empty")
+    if not 1 <= self.min_layers <= self.max_layers:
+      raise ValueError(f"SearchSpace {self.name!r}: need 1 <= min_layers ({self.min_layers}) "
+                       f"<= max_layers ({self.max_layers})")
+
+  def choices(self, kind: str) -> Dict[str, tuple]:
+    """SubLayer field -> allowed values, for sub-layer letter `kind`."""
+    if kind == "a":
+      return {"heads": self.heads}
+    if kind == "f":
+      return {"hidden": self.ffn_hidden, "activation": self.activations}
+    return {"gating": self.gatings, "capacity_factor": self.capacity_factors,
+            "hidden": self.moe_hidden, "activation": self.activations}
+
+  def scaled(self, name: str, divisor: int, **overrides) -> "SearchSpace":
+    """The same space with model dims and hidden sizes divided by `divisor`."""
+    div = lambda values: tuple(v // divisor for v in values)
+    fields = dict(name=name, model_dims=div(self.model_dims), ffn_hidden=div(self.ffn_hidden),
+                  moe_hidden=div(self.moe_hidden), base_model_dim=self.base_model_dim // divisor,
+                  base_hidden=self.base_hidden // divisor, block1=div(self.block1))
+    fields.update(overrides)
+    return dataclasses.replace(self, **fields)
+
+
+TABLE1 = SearchSpace(
+    name="table1", model_dims=(512, 768, 1024), ffn_hidden=(1536, 2048, 3072, 4096),
+    moe_hidden=(1536, 2048, 3072, 4096), heads=(12, 16, 20), d_kv=64, num_experts=32)
+
+# CPU proxies: widths / 16 (cpu) or / 32 (mini), fewer heads and experts; same structure.
+SPACES = {
+    "table1": TABLE1,
+    "cpu": TABLE1.scaled("cpu", 16, heads=(2, 4, 6), d_kv=16, num_experts=8, base_heads=4),
+    "mini": TABLE1.scaled("mini", 32, heads=(2, 4), d_kv=8, num_experts=4, max_layers=8,
+                          base_heads=2),
+    # For tests: two-layer blocks stacked once, a handful of choices.
+    "tiny": SearchSpace(name="tiny", model_dims=(16,), ffn_hidden=(16, 32), moe_hidden=(16, 32),
+                        heads=(1, 2), d_kv=8, num_experts=2, capacity_factors=(1.0, 2.0),
+                        activations=("relu", "gelu"), min_layers=1, max_layers=3, stack=1,
+                        base_model_dim=16, base_hidden=32, base_heads=2, reference_repeats=1,
+                        block1=(16, 16)),
+}
+
+
+def get(name: str) -> SearchSpace:
+  if name not in SPACES:
+    raise ValueError(f"--space={name!r} is not a search space; choose one of {sorted(SPACES)}")
+  return SPACES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """One point of a space: the model dim and the block."""
+  d_model: int
+  block: spec_lib.BlockSpec
+
+  def to_json(self) -> dict:
+    return {"d_model": self.d_model, "block": str(self.block)}
+
+  @classmethod
+  def from_json(cls, data: dict) -> "Candidate":
+    return cls(int(data["d_model"]), spec_lib.parse(data["block"]))
+
+  def __str__(self):
+    return f"d={self.d_model} {self.block}"
+
+
+def check(space: SearchSpace, candidate: Candidate):
+  """Raises ValueError naming the setting if `candidate` is outside `space`."""
+  if candidate.d_model not in space.model_dims:
+    raise ValueError(f"d_model={candidate.d_model} is not in {space.name}.model_dims "
+                     f"{space.model_dims}")
+  layers = candidate.block.layers
+  if not space.min_layers <= len(layers) <= space.max_layers:
+    raise ValueError(f"block has {len(layers)} sub-layers; {space.name} allows "
+                     f"{space.min_layers}..{space.max_layers}")
+  if "a" not in candidate.block.letters:
+    raise ValueError("block has no attention sub-layer (a); every candidate needs one")
+  for index, layer in enumerate(layers):
+    if layer.kind not in LAYER_TYPES:
+      raise ValueError(f"sub-layer {index}: type {layer.kind!r} is not in {LAYER_TYPES}")
+    allowed = space.choices(layer.kind)
+    for field, values in allowed.items():
+      if getattr(layer, field) not in values:
+        raise ValueError(f"sub-layer {index} ({layer.kind}): {field}={getattr(layer, field)!r} "
+                         f"is not in {space.name} choices {values}")
+    extra = [f.name for f in dataclasses.fields(layer)
+             if f.name not in allowed and f.name != "kind" and getattr(layer, f.name) is not None]
+    if extra:
+      raise ValueError(f"sub-layer {index} ({layer.kind}): {extra} are fixed by the space and "
+                       f"must not be set in the block")
+
+
+def random_sublayer(space: SearchSpace, rng: random.Random,
+                    kind: Optional[str] = None) -> spec_lib.SubLayer:
+  kind = kind or rng.choice(LAYER_TYPES)
+  return spec_lib.SubLayer(kind, **{f: rng.choice(v) for f, v in space.choices(kind).items()})
+
+
+def random_candidate(space: SearchSpace, rng: random.Random) -> Candidate:
+  """A uniformly random block length and sub-layers, with at least one attention."""
+  length = rng.randint(space.min_layers, space.max_layers)
+  layers = [random_sublayer(space, rng) for _ in range(length)]
+  if not any(layer.kind == "a" for layer in layers):
+    layers[rng.randrange(length)] = random_sublayer(space, rng, "a")
+  return Candidate(rng.choice(space.model_dims), spec_lib.BlockSpec(tuple(layers)))
+
+
+def _nearest(values, target):
+  return min(values, key=lambda v: abs(v - target))
+
+
+def references(space: SearchSpace) -> Dict[str, Candidate]:
+  """The baselines, written with the space's choices (their length may exceed max_layers).
+
+  glam: (a f)(a g) x reference_repeats, gated-GeLU FFN, top-2 experts with ReLU, c = 2
+  (GLaM); dense: (a f) x 2*reference_repeats, ReLU FFN; block1: the paper's Block 1
+  assumption a g f a g f g f, gated GeLU, expert choice c = 1, the most heads. Widths are the
+  space's baseline / Block 1 widths (or the nearest choice).
+  """
+  def sub(kind, **settings):
+    return spec_lib.SubLayer(kind, **settings)
+
+  d, h, H = space.base_model_dim, space.base_heads, space.base_hidden
+  a = sub("a", heads=_nearest(space.heads, h))
+  f = sub("f", hidden=_nearest(space.ffn_hidden, H), activation=_act(space, "gated_gelu"))
+  f_relu = sub("f", hidden=_nearest(space.ffn_hidden, H), activation=_act(space, "relu"))
+  g = sub("g", gating=_gating(space, "top_2"), capacity_factor=_nearest(space.capacity_factors, 2),
+          hidden=_nearest(space.moe_hidden, H), activation=_act(space, "relu"))
+  bd, bH = space.block1
+  ba = sub("a", heads=max(space.heads))
+  bf = sub("f", hidden=_nearest(space.ffn_hidden, bH), activation=_act(space, "gated_gelu"))
+  bg = sub("g", gating=_gating(space, "expert_choice"),
+           capacity_factor=_nearest(space.capacity_factors, 1), hidden=_nearest(space.moe_hidden, bH),
+           activation=_act(space, "gated_gelu"))
+  n = space.reference_repeats
+  blocks = {"glam": [a, f, a, g] * n, "dense": [a, f_relu] * (2 * n),
+            "block1": [ba, bg, bf, ba, bg, bf, bg, bf]}
+  dims = {"glam": d, "dense": d, "block1": bd}
+  return {name: Candidate(_nearest(space.model_dims, dims[name]),
+                          spec_lib.BlockSpec(tuple(layers)))
+          for name, layers in blocks.items()}
+
+
+def _act(space, name):
+  return name if name in space.activations else space.activations[0]
+
+
+def _gating(space, name):
+  return name if name in space.gatings else space.gatings[0]

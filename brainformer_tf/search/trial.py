@@ -1,0 +1,168 @@
+"""One trial: the candidate as a Gin model file, trained by a `brainformer train` subprocess.
+
+The subprocess trains the proxy (the block stacked `space.stack` times) under the recipe Gin
+file for a fixed wall-clock budget (`brainformer_tf.training.budget`), with the early-stop
+thresholds of the search, then validates; the result comes from its budget.json and
+train_log.jsonl. The subprocess dies with its parent (PR_SET_PDEATHSIG), so a killed search
+leaves no orphan trial behind.
+"""
+
+import ctypes
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+from brainformer_tf.blocks import spec as spec_lib
+from brainformer_tf.search.space import Candidate, SearchSpace
+from brainformer_tf.training import budget as budget_lib
+
+MODEL_GIN = "model.gin"
+LOG = "train.log"
+
+
+def scale_model_dim(candidate: Candidate, factor: int) -> Candidate:
+  """ScaleModelDim: d_model and every hidden size times `factor` (heads are kept)."""
+  layers = [dataclasses.replace(l, hidden=l.hidden * factor) if l.hidden else l
+            for l in candidate.block.layers]
+  return Candidate(candidate.d_model * factor,
+                   spec_lib.BlockSpec(tuple(layers), candidate.block.groups))
+
+
+def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = None,
+              scale: int = 1, title: str = "") -> str:
+  """A Gin model file for the candidate: block_base + widths; the block stacked `stack` times.
+
+  scale > 1 applies ScaleModelDim (head size scales too); `stack` is StackNTimes (default: the
+  space's proxy depth).
+  """
+  scaled = scale_model_dim(candidate, scale) if scale != 1 else candidate
+  layers = scaled.block.layers
+  ffn = [l.hidden for l in layers if l.kind == "f"]
+  heads = [l.heads for l in layers if l.kind == "a"]
+  stack = stack or space.stack
+  lines = [
+      "# -*-Python-*-",
+      f"# {title or 'Block found by brainformer search'} (space {space.name!r}; "
+      f"docs/search.md).",
+      "include 'models/includes/block_base.gin'",
+      "",
+      f"d_model = {scaled.d_model}",
+      f"d_kv = {space.d_kv * scale}",
+      f"num_layers = {stack}  # StackNTimes: the block is repeated this many times",
+      f"num_experts = {space.num_experts}"
+      + ("  # the proxy's; the paper uses 64 at 1B and 8B scale" if scale > 1 else ""),
+      "# d_ff and num_heads are lm_base macros; every sub-layer of the block sets its own.",
+      f"d_ff = {ffn[0] if ffn else space.base_hidden * scale}",
+      f"num_heads = {heads[0] if heads else space.base_heads}",
+      f'blocks.block_layers.spec = "{scaled.block}"',
+      "",
+  ]
+  return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class TrialSettings:
+  """How every trial of a search is trained (same for the baselines)."""
+  budget_s: float
+  clock: str = "wall"                 # budget.settings.clock: wall or process (CPU) seconds
+  recipe: str = "search/cpu_proxy.gin"
+  train_files: Sequence[str] = ()
+  validation_files: Sequence[str] = ()
+  gin_params: Sequence[str] = ()
+  timeout_s: Optional[float] = None   # kill a trial after this long (default 4x budget + 10 min)
+
+
+def command(trial_dir: str, settings: TrialSettings, max_step_time=None, max_loss=None):
+  """The `brainformer train` command line of a trial whose model.gin is in trial_dir."""
+  params = [f"budget.settings.seconds = {settings.budget_s}",
+            f"budget.settings.clock = '{settings.clock}'"]
+  if max_step_time is not None:
+    params.append(f"budget.settings.max_step_time = {max_step_time}")
+  if max_loss is not None:
+    params.append(f"budget.settings.max_loss = {max_loss}")
+  if settings.train_files:
+    files = [os.path.abspath(f) for f in settings.train_files]
+    params += ["MIXTURE_NAME = 'local_text_lm'", f"local_text_files.train = {files!r}",
+               f"vocabulary_settings.train_files = {files!r}"]
+  if settings.validation_files:
+    files = [os.path.abspath(f) for f in settings.validation_files]
+    params.append(f"local_text_files.validation = {files!r}")
+  params += list(settings.gin_params)
+  return ([sys.executable, "-m", "brainformer_tf.cli.main", "train",
+           f"--model_dir={os.path.join(trial_dir, 'model')}",
+           f"--gin_file={os.path.join(trial_dir, MODEL_GIN)}", f"--gin_file={settings.recipe}"]
+          + [f"--gin_param={p}" for p in params])
+
+
+def die_with_parent():
+  """preexec_fn: the child gets SIGKILL when its parent dies."""
+  libc = ctypes.CDLL("libc.so.6", use_errno=True)
+  libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run(trial_dir: str, space: SearchSpace, candidate: Candidate, settings: TrialSettings,
+        max_step_time: Optional[float] = None, max_loss: Optional[float] = None) -> dict:
+  """Trains the candidate from scratch in trial_dir; returns the result dict.
+
+  {"status": "done" | "early_stop" | "failed", "val_loss", "step_time", "steps",
+   "check": {...} (loss and step time at check_at of the budget), "early_stop": reason,
+   "wall_s", "error"}.
+  """
+  shutil.rmtree(trial_dir, ignore_errors=True)
+  os.makedirs(trial_dir)
+  with open(os.path.join(trial_dir, MODEL_GIN), "w") as f:
+    f.write(model_gin(space, candidate, title=str(candidate)))
+  cmd = command(trial_dir, settings, max_step_time, max_loss)
+  timeout = settings.timeout_s or 4 * settings.budget_s + 600
+  start = time.time()
+  with open(os.path.join(trial_dir, LOG), "w") as log:
+    log.write(" ".join(cmd) + "\n")
+    log.flush()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir,
+                            preexec_fn=die_with_parent)
+    try:
+      returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()
+      returncode = f"killed after {timeout:.0f}s"
+  result = read_result(os.path.join(trial_dir, "model"))
+  result["wall_s"] = time.time() - start
+  if returncode != 0 or result["status"] == "failed":
+    result["status"] = "failed"
+    result["error"] = f"exit status {returncode}: " + _tail(os.path.join(trial_dir, LOG))
+  return result
+
+
+def read_result(model_dir: str) -> dict:
+  """The trial result from a model dir's budget.json and train_log.jsonl."""
+  record = budget_lib.read(model_dir) or {}
+  end = record.get("end") or {}
+  val = None
+  log = os.path.join(model_dir, "train_log.jsonl")
+  if os.path.exists(log):
+    with open(log) as f:
+      for line in f:
+        try:
+          val = json.loads(line).get("validation_loss", val)
+        except ValueError:
+          continue
+  status = "early_stop" if record.get("early_stop") else "done"
+  if not end or val is None:
+    status = "failed"
+  return {"status": status, "val_loss": val, "step_time": end.get("step_time"),
+          "steps": end.get("step"), "check": record.get("check"),
+          "early_stop": record.get("early_stop")}
+
+
+def _tail(path: str, lines: int = 5) -> str:
+  with open(path, errors="replace") as f:
+    text = [l.strip() for l in f.readlines()[-200:] if l.strip()]
+  errors = [l for l in text if "Error" in l or "error:" in l]
+  return " | ".join((errors or text)[-lines:])[-1000:]

@@ -1,0 +1,126 @@
+"""Logic of the benchmark scripts (result parsing, aggregation, summary format); no timing."""
+
+import json
+
+import pytest
+
+from benchmarks import common
+from benchmarks import demo
+from benchmarks import summary
+from benchmarks import training_efficiency as te
+
+
+def _records(losses, start=1000.0, dt=0.5):
+  recs = [{"step": i + 1, "loss": l, "steps_per_sec": 2.0, "tokens_per_sec": 4096.0,
+           "time": start + i * dt} for i, l in enumerate(losses)]
+  return recs + [{"step": len(losses), "validation_loss": 3.5, "task": "t", "split": "v"}]
+
+
+def test_parse_records_clock_starts_after_warmup():
+  out = common.parse_records(_records([5.0, 4.0, 3.0, 2.0, 1.0]))
+  assert out["curve"][0] == [2, 0.0, 4.0]
+  assert out["curve"][-1] == [5, 1.5, 1.0]
+  assert out["steps"] == 5 and out["train_s"] == pytest.approx(1.5)
+  assert out["steps_per_sec"] == pytest.approx(2.0)
+  assert out["val_loss"] == 3.5
+
+
+def test_parse_records_prefers_budget_clock():
+  budget = {"end": {"step": 10, "elapsed": 4.0, "step_time": 0.4}}
+  out = common.parse_records(_records([5.0] * 12), budget)
+  assert out["steps_per_sec"] == pytest.approx(2.5)
+
+
+def test_parse_records_empty_and_torn_log(tmp_path):
+  assert common.parse_records([])["curve"] == []
+  (tmp_path / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0, "time": 1.0}\n{"ste')
+  assert len(common.read_log(str(tmp_path))) == 1
+
+
+def test_smooth_time_to_loss_and_loss_at_step():
+  assert common.smooth([1, 3, 5], window=2) == [1, 2, 4]
+  curve = [[s, float(s), 10.0 - s] for s in range(2, 12)]
+  assert common.time_to_loss(curve, 5.0, window=1) == 5.0
+  assert common.time_to_loss(curve, -1.0) is None
+  assert common.loss_at_step(curve, 5, window=2) == pytest.approx(5.5)
+  assert common.loss_at_step(curve, 50) is None
+
+
+def test_run_order_interleaves_and_reverses():
+  assert te.run_order(["a", "b"], [1, 2]) == [(1, "a"), (1, "b"), (2, "b"), (2, "a")]
+
+
+def test_train_command_budget_xor_steps():
+  cmd = common.train_command("/m", "models/glam_mini.gin", "train/cpu_mini.gin", budget_s=5,
+                             train=["/x.txt"], validation=["/v.txt"])
+  assert "--gin_param=budget.settings.seconds = 5" in cmd
+  assert any("local_text_files.train = ['/x.txt']" in c for c in cmd)
+  with pytest.raises(ValueError):
+    common.train_command("/m", "g", "r")
+
+
+def _run(model, seed, losses, dt, val):
+  rec = common.parse_records(_records(losses, dt=dt))
+  rec.update(model=model, seed=seed, mode="wallclock", val_loss=val)
+  return rec
+
+
+def _training_data():
+  runs = []
+  for seed in (1, 2):
+    runs.append(_run("glam", seed, [6 - 0.1 * i for i in range(30)], 1.0, 3.0))
+    runs.append(_run("brainformer1", seed, [6 - 0.3 * i for i in range(30)], 1.0, 2.5))
+  flops = {m: {"flops_per_token": 1e6, "activated_params": 100, "total_params": 200}
+           for m in ("glam", "brainformer1")}
+  table = te.aggregate(runs, ["glam", "brainformer1"], flops, peak_gflops=10.0)
+  conv = te.convergence(runs)
+  return {"table": table, "convergence_brainformer1_vs_glam": conv, "command": "cmd",
+          "scale": "reduced", "budget_s": 30, "seeds": [1, 2],
+          "peak_gflops": {"on": 10.0, "off": 9.0, "mfu_denominator": "on"}}
+
+
+def test_aggregate_convergence_and_summary_entries():
+  data = _training_data()
+  bf = data["table"]["brainformer1"]["wallclock"]
+  assert bf["seeds"] == 2 and bf["val_loss"] == 2.5
+  assert bf["mfu"] == pytest.approx(1e6 * bf["tokens_per_sec"] / 1e10)
+  assert data["convergence_brainformer1_vs_glam"]["fraction"] < 0.5
+  entries = summary.training_targets(data)
+  assert set(entries) == {"bf1_lower_val_loss_than_glam_same_wallclock",
+                          "bf1_steps_per_sec_over_glam", "bf1_wallclock_to_glam_final_loss",
+                          "bf1_mfu"}
+  for e in entries.values():
+    assert set(e) >= {"value", "target", "met", "command", "scale"}
+    json.dumps(e)
+  assert entries["bf1_lower_val_loss_than_glam_same_wallclock"]["met"]
+  assert "brainformer1" in te.format_table(data)
+
+
+def test_overhead_and_scaling_summary_entries():
+  rows = [{"group_size": g, "num_experts": 8, "expert_choice_over_dense": r,
+           "expert_choice_over_top2_mesh_tf": 0.8, "expert_choice_over_top2_ours": 1.0}
+          for g, r in ((256, 1.1), (1024, 1.3), (2048, 2.0))]
+  e = summary.overhead_targets({"rows": rows, "command": "c", "scale": "full"})
+  assert e["expert_choice_layer_over_dense_ffn"]["value"] == 1.3  # 2048 is outside 256-1024
+  assert not e["expert_choice_layer_over_dense_ffn"]["met"]
+  assert e["expert_choice_over_top2_time"]["met"]
+  s = summary.scaling_targets({"command": "c", "scale": "full",
+                               "layer_experts": {"growth": 0.1},
+                               "model_experts": {"growth": 0.2}})
+  assert s["step_time_growth_8_to_64_experts"]["value"] == 0.2
+  assert not s["step_time_growth_8_to_64_experts"]["met"]
+
+
+def test_demo_compare_rows():
+  runs = [_run("brainformer1_tiny", 1, [5.0] * 20, 0.5, 4.0),
+          _run("glam_tiny", 1, [6.0] * 15, 0.5, 4.5)]
+  rows, step = demo.compare(runs)
+  assert step == 15
+  assert rows[0]["train_loss_at_common_step"] == 5.0
+  assert "glam_tiny" in demo.format_rows(rows, step, 20)
+
+
+def test_markdown_renders_without_results(monkeypatch, tmp_path):
+  monkeypatch.setattr(common, "RESULTS", str(tmp_path))
+  assert summary.markdown() == ""
+  assert summary.build() == {}

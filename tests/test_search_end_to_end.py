@@ -1,0 +1,87 @@
+"""A real 2-trial search of the tiny space, killed mid-trial and resumed (slow: ~3 training runs).
+
+Every trial is a real `brainformer train` subprocess on the embedded corpus with a 2 s budget.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from brainformer_tf.blocks import spec as spec_lib
+from brainformer_tf.search import evolution
+
+# Slack wide enough that a 2 s trial on a loaded machine is not early-stopped by timing noise.
+COMMAND = ["-m", "brainformer_tf.cli.main", "search", "--space=tiny", "--trials=2",
+           "--population=2", "--tournament=1", "--budget_s=2", "--references=glam", "--top_k=1",
+           "--step_time_slack=3", "--loss_slack=0.5"]
+
+
+def _processes_mentioning(text):
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if text.encode() in f.read():
+          found.append(int(pid))
+    except OSError:
+      continue
+  return found
+
+
+def _wait_for(predicate, timeout, what):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    time.sleep(0.5)
+  raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_search_is_killed_during_a_trial_and_resumes_without_loss_or_repeat(tmp_path):
+  search_dir = str(tmp_path / "search")
+  cmd = [sys.executable] + COMMAND + [f"--dir={search_dir}"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+  def trial0_running():
+    state = evolution.load(search_dir) if os.path.exists(
+        os.path.join(search_dir, evolution.STATE)) else None
+    return bool(state and state["trials"] and state["trials"][0]["status"] == "running")
+  try:
+    _wait_for(trial0_running, 400, "trial 0 to start")
+  finally:
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+  before = evolution.load(search_dir)
+  assert before["references"]["glam"]["status"] == "done"
+  # The trial subprocess died with the search (no orphan keeps training).
+  _wait_for(lambda: not _processes_mentioning(search_dir), 10, "the trial process to exit")
+
+  second = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                          text=True, timeout=600, check=False)
+  assert second.returncode == 0, second.stdout[-3000:]
+  state = evolution.load(search_dir)
+  trials = state["trials"]
+  assert [t["id"] for t in trials] == [0, 1]
+  assert trials[0]["candidate"] == before["trials"][0]["candidate"]  # same trial, re-run
+  assert [t["attempts"] for t in trials] == [2, 1]
+  assert state["references"]["glam"]["attempts"] == 1  # the baseline is not measured again
+  assert all(t["status"] in evolution.FINISHED for t in trials)
+  assert all(t["reward"] == -1 or t["result"]["step_time"] > 0 for t in trials)
+  assert sorted(state["population"]) == [0, 1]
+  # One progress line per trial, in the resumed run only (the killed one finished none).
+  assert re.findall(r"^trial +\d+ \[(\d+/\d+)\]", second.stdout, re.M) == ["1/2", "2/2"]
+  assert "reference glam" not in second.stdout
+
+  log = json.load(open(os.path.join(search_dir, "search_log.json")))
+  assert len(log["trials"]) == 2 and log["references"]["glam"]["result"]["val_loss"] > 0
+  assert os.path.getsize(os.path.join(search_dir, "search.png")) > 0
+  best = next(i for i in log["ranking"] if log["trials"][i]["status"] == "done")
+  for suffix in ("", "_2x", "_4x"):
+    text = open(os.path.join(search_dir, "top", f"rank1_trial{best}{suffix}.gin")).read()
+    spec_line = next(l for l in text.splitlines() if l.startswith("blocks.block_layers.spec"))
+    spec_lib.parse(spec_line.split("=", 1)[1].strip().strip('"'))

@@ -1,0 +1,172 @@
+"""Aging evolution, worker claims, persistence and the budget hook (no training here)."""
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from brainformer_tf.search import evolution, report, reward, space as space_lib
+from brainformer_tf.search.space import Candidate
+
+
+def _state(tmp_path, **overrides):
+  config = evolution.default_config(space="mini", references=["glam", "dense"], **overrides)
+  return evolution.init(str(tmp_path), config)
+
+
+def _result(val_loss, step_time, status="done", check_loss=None):
+  return {"status": status, "val_loss": val_loss, "step_time": step_time, "steps": 10,
+          "check": {"loss": check_loss or val_loss + 1, "step_time": step_time},
+          "early_stop": "x" if status == "early_stop" else None}
+
+
+def _finish_references(state):
+  for name in state["references"]:
+    job = evolution.claim(state, os.getpid(), "host")
+    assert job["id"] == name
+    evolution.record(state, name, _result(5.0, 0.1))
+
+
+def test_trials_wait_for_the_glam_baseline(tmp_path):
+  state = _state(tmp_path)
+  assert evolution.claim(state, os.getpid(), "host")["id"] == "glam"
+  assert evolution.claim(state, os.getpid(), "host")["id"] == "dense"
+  assert evolution.claim(state, os.getpid(), "host") == evolution.WAIT  # glam still running
+  evolution.record(state, "glam", _result(5.0, 0.1))
+  assert evolution.claim(state, os.getpid(), "host")["id"] == 0
+
+
+def test_aging_removes_exactly_the_oldest(tmp_path):
+  state = _state(tmp_path, population=4, tournament=2, trials=12)
+  _finish_references(state)
+  rng = random.Random(0)
+  added = []
+  for _ in range(12):
+    job = evolution.claim(state, os.getpid(), "host")
+    # Rewards unrelated to age: the oldest must go even when it is the best.
+    evolution.record(state, job["id"], _result(rng.uniform(3, 6), 0.1))
+    added.append(job["id"])
+    assert state["population"] == added[-4:]
+  assert evolution.claim(state, os.getpid(), "host") == evolution.ALL_DONE
+
+
+def test_first_trials_are_random_then_mutants_of_tournament_winners(tmp_path):
+  state = _state(tmp_path, population=3, tournament=3, trials=6)
+  _finish_references(state)
+  space = space_lib.get("mini")
+  for loss in (4.0, 3.0, 5.0):  # trial 1 has the best reward
+    job = evolution.claim(state, os.getpid(), "host")
+    assert job["parent"] is None
+    evolution.record(state, job["id"], _result(loss, 0.1))
+  job = evolution.claim(state, os.getpid(), "host")
+  assert job["parent"] == 1  # tournament = the whole population: the best wins
+  assert job["candidate"] != state["trials"][1]["candidate"]
+  space_lib.check(space, Candidate.from_json(job["candidate"]))
+
+
+def test_a_running_trial_of_a_dead_worker_is_rerun_not_duplicated(tmp_path):
+  state = _state(tmp_path, trials=3)
+  _finish_references(state)
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  job = evolution.claim(state, dead.pid, socket.gethostname())
+  candidate = job["candidate"]
+  again = evolution.claim(state, os.getpid(), socket.gethostname())
+  assert again["id"] == job["id"] and again["candidate"] == candidate
+  assert again["attempts"] == 2 and len(state["trials"]) == 1
+  # A live worker's trial is not taken: the next claim proposes a new one.
+  assert evolution.claim(state, os.getpid(), socket.gethostname())["id"] == 1
+
+
+def test_state_survives_reload_and_resume_checks_settings(tmp_path):
+  state = _state(tmp_path)
+  _finish_references(state)
+  evolution.claim(state, os.getpid(), "host")
+  evolution.save(str(tmp_path), state)
+  assert evolution.load(str(tmp_path)) == state
+  config = dict(state["config"], trials=50)
+  assert evolution.init(str(tmp_path), config)["config"]["trials"] == 50
+  with pytest.raises(ValueError, match="budget_s=5.0 differs"):
+    evolution.init(str(tmp_path), dict(config, budget_s=5.0))
+
+
+def test_config_errors_name_the_setting():
+  with pytest.raises(ValueError, match="tournament=5 must be <= population=3"):
+    evolution.default_config(population=3, tournament=5)
+  with pytest.raises(ValueError, match="must include 'glam'"):
+    evolution.default_config(references=["dense"])
+  with pytest.raises(ValueError, match="operators="):
+    evolution.default_config(operators=["teleport"])
+
+
+def test_reward_ranks_loss_penalises_slowness_and_early_stop_is_worst(tmp_path):
+  assert reward.reward(4.0, 0.1, glam_loss=4.0, max_step_time=0.1) == pytest.approx(1.0)
+  assert reward.reward(3.0, 0.1, 4.0, 0.1) > 1 > reward.reward(5.0, 0.1, 4.0, 0.1) > 0
+  assert reward.reward(4.0, 0.2, 4.0, 0.1) == pytest.approx(0.5)
+  assert reward.reward(4.0, 0.05, 4.0, 0.1) == pytest.approx(1.0)  # faster: no bonus
+  state = _state(tmp_path)
+  _finish_references(state)
+  job = evolution.claim(state, os.getpid(), "host")
+  assert evolution.record(state, job["id"], _result(50.0, 1.0, "early_stop"))["reward"] == -1
+  with pytest.raises(ValueError, match="val_loss"):
+    reward.reward(0.0, 0.1, 4.0, 0.1)
+
+
+def test_report_writes_log_topk_gin_and_plot(tmp_path):
+  state = _state(tmp_path, population=2, tournament=1, trials=3)
+  _finish_references(state)
+  for loss in (4.0, 6.0, 3.0):
+    job = evolution.claim(state, os.getpid(), "host")
+    evolution.record(state, job["id"], _result(loss, 0.1))
+  evolution.save(str(tmp_path), state)
+  paths = report.write(str(tmp_path), top_k=2)
+  assert os.path.basename(paths["rank1"]) == "rank1_trial2.gin"  # the lowest loss
+  assert os.path.basename(paths["rank2"]) == "rank2_trial0.gin"
+  assert "num_layers = 8" in open(paths["rank1_4x"]).read()
+  assert os.path.getsize(paths["plot"]) > 0 and os.path.getsize(paths["log"]) > 0
+  assert "best    trial 2" in report.summary(state)
+
+
+def _busy(seconds=0.02):
+  """Spends `seconds` of CPU time (so wall and process clocks both advance)."""
+  end = time.process_time() + seconds
+  while time.process_time() < end:
+    pass
+  return 0
+
+
+def test_budget_hook_stops_at_the_budget_and_early_at_the_check(tmp_path):
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.training import budget  # pylint: disable=g-import-not-at-top
+
+  def train(model_dir, **kwargs):
+    os.makedirs(model_dir)
+    with tf.Graph().as_default():
+      step = tf.train.get_or_create_global_step()
+      loss = tf.identity(10.0 / tf.cast(step + 1, tf.float32))
+      tf.add_to_collection(tf.GraphKeys.LOSSES, loss)
+      slow = tf.py_func(_busy, [], tf.int64)
+      with tf.control_dependencies([slow]):
+        train_op = tf.assign_add(step, 1)
+      hook = budget.WallClockBudgetHook(model_dir, **kwargs)
+      with tf.train.MonitoredSession(hooks=[hook]) as session:
+        while not session.should_stop():
+          session.run(train_op)
+    return budget.read(model_dir)
+
+  full = train(str(tmp_path / "a"), seconds=0.5, check_at=0.25)
+  assert full["early_stop"] is None and 0.5 <= full["end"]["elapsed"] < 1.5
+  assert 0.125 <= full["check"]["elapsed"] < full["end"]["elapsed"]
+  assert full["end"]["step_time"] >= 0.02
+  slow = train(str(tmp_path / "b"), seconds=2.0, check_at=0.25, max_step_time=0.001)
+  assert "step time" in slow["early_stop"] and slow["end"]["elapsed"] < 1.0
+  worse = train(str(tmp_path / "c"), seconds=2.0, check_at=0.25, max_loss=0.01)
+  assert "loss" in worse["early_stop"] and worse["end"]["elapsed"] < 1.0
+  cpu = train(str(tmp_path / "d"), seconds=0.3, clock="process")
+  assert cpu["clock"] == "process" and 0.3 <= cpu["end"]["elapsed"] < 1.0
+  with pytest.raises(ValueError, match="budget.settings.clock='sundial'"):
+    budget.settings(clock="sundial")

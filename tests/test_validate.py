@@ -1,0 +1,186 @@
+"""Config validation (`brainformer validate` / the start of `brainformer train`): one case per
+error class, each checked for naming the parameter and where it was bound."""
+
+import os
+import subprocess
+import sys
+
+from absl import flags
+import gin
+import pytest
+from t5.models import mesh_transformer_main  # pylint: disable=unused-import  (defines the flags)
+
+import tasks  # pylint: disable=unused-import
+from brainformer_tf import paths
+from brainformer_tf.cli import errors
+from brainformer_tf.cli import train
+
+GLAM = ["models/glam_tiny.gin", "train/cpu.gin"]
+CPU_GIN = os.path.join(paths.gin_dir(), "train", "cpu.gin")
+LM_BASE = os.path.join(paths.gin_dir(), "models", "includes", "lm_base.gin")
+
+
+def line_of(path, prefix):
+  """1-based number of the line of `path` that starts with `prefix`."""
+  with open(path) as f:
+    return next(n for n, line in enumerate(f, 1) if line.startswith(prefix))
+
+
+def problems(*params, gin_files=GLAM, model_dir=""):
+  """The UsageError text from parsing + checking like `brainformer train` ("" if fine)."""
+  gin.clear_config()
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["validate", f"--model_dir={model_dir}"] + [f"--gin_file={f}" for f in gin_files]
+              + [f"--gin_param={p}" for p in params])
+  try:
+    train.parse_and_check(flags.FLAGS)
+  except errors.UsageError as e:
+    return str(e)
+  finally:
+    gin.clear_config()
+  return ""
+
+
+MESH_2x3 = ("utils.run.mesh_shape='batch:2,model:3'", "utils.run.mesh_devices=['', '', '', '', '', '']")
+
+
+def test_shipped_config_is_clean():
+  assert problems() == ""
+
+
+def test_missing_required_binding():
+  # a TPU mesh on a config that never says which TPU: tpu_topology is REQUIRED in mesh-tf
+  text = problems("utils.run.mesh_shape = @utils.tpu_mesh_shape()")
+  assert "tpu_mesh_shape.tpu_topology: REQUIRED but not bound" in text
+
+
+def test_missing_gin_file_lists_project_models():
+  text = problems(gin_files=["models/glam_tiniest.gin", "train/cpu.gin"])
+  assert "glam_tiniest.gin" in text and "models/glam_tiny.gin" in text
+
+
+def test_unknown_parameter_names_it():
+  with pytest.raises(ValueError, match="hidden_sise"):
+    problems("DenseReluDense.hidden_sise = 64")
+
+
+def test_malformed_mesh_shape():
+  assert "--gin_param: utils.run.mesh_shape = 'batch=2'" in problems("utils.run.mesh_shape='batch=2'")
+
+
+def test_mesh_devices_count():
+  text = problems("utils.run.mesh_shape='batch:2'")
+  where = f"{CPU_GIN}:{line_of(CPU_GIN, 'utils.run.mesh_devices')}"
+  assert f"{where}: utils.run.mesh_devices lists 1 devices" in text
+
+
+def test_heads_not_divisible_by_model_dim():
+  text = problems(*MESH_2x3)
+  assert ("make_layer_stack.layers[0] (SelfAttention), " + LM_BASE) in text
+  assert "num_heads=4 (dimension 'heads') is split over mesh dimension 'model' of size 3" in text
+
+
+def test_d_ff_not_divisible_by_model_dim():
+  text = problems(*MESH_2x3)
+  assert "make_layer_stack.layers[1] (DenseReluDense)" in text
+  assert "hidden_size=256 (dimension 'd_ff') is split over mesh dimension 'model'" in text
+
+
+def test_experts_not_divisible_by_batch_dim():
+  text = problems("utils.run.mesh_shape='batch:3'", "utils.run.mesh_devices=['', '', '']")
+  assert "make_layer_stack.layers[3] (MoE)" in text
+  assert "num_experts=8 (dimension 'experts') is split over mesh dimension 'batch' of size 3" in text
+
+
+def test_batch_not_divisible_by_batch_dim():
+  text = problems("utils.run.mesh_shape='batch:3'", "utils.run.mesh_devices=['', '', '']")
+  assert "utils.run.batch_size: sequences per batch=16 (dimension 'batch')" in text
+
+
+def test_moe_constructor_errors_name_the_layer():
+  text = problems("MoE.capacity_factor = 0.0")
+  assert "make_layer_stack.layers[3] (MoE): MoE.capacity_factor=0.0: must be > 0" in text
+
+
+def test_mesh_tf_moe1d_capacity_factor_must_be_positive():
+  text = problems("import mesh_tensorflow.transformer.moe",
+                  "transformer.make_layer_stack.layers = [@transformer_layers.SelfAttention, "
+                  "@moe.MoE1D]", "moe.MoE1D.capacity_factor_eval = 0.0")
+  assert "make_layer_stack.layers[1] (MoE1D), --gin_param: MoE1D.capacity_factor_eval = 0.0" in text
+
+
+def test_sequence_length_exceeds_max_length():
+  text = problems("Unitransformer.max_length = 64")
+  where = f"{CPU_GIN}:{line_of(CPU_GIN, 'utils.run.sequence_length')}"
+  assert f"{where}: utils.run.sequence_length: targets length 128 exceeds" in text
+  assert "--gin_param: Unitransformer.max_length = 64" in text
+
+
+def test_sequence_length_lacks_task_feature():
+  text = problems("utils.run.sequence_length = {'inputs': 128}")
+  assert "has no 'targets' length for task 'default_corpus_lm'" in text
+
+
+def test_vocab_not_divisible_by_model_dim():
+  text = problems("utils.run.mesh_shape='model:2'", "utils.run.mesh_devices=['', '']",
+                  "Unitransformer.vocab_divisor = 1", "vocabulary_settings.vocab_size = 4095")
+  assert "--gin_param: vocabulary_settings.vocab_size" in text
+  assert "vocab=4095 (dimension 'vocab') is split over mesh dimension 'model' of size 2" in text
+
+
+def test_step_counts_must_be_positive():
+  assert "--gin_param: utils.run.save_checkpoints_steps = 0" in problems(
+      "utils.run.save_checkpoints_steps = 0")
+
+
+def test_nan_policy_must_be_known():
+  text = problems("nan_guard.policy = 'ignore'")
+  assert "--gin_param: nan_guard.policy: nan_guard.policy = 'ignore': expected one of" in text
+
+
+def _checkpoint_dir(tmp_path_factory):
+  """A model dir whose checkpoint has a 4096 x 64 embedding (the shipped glam_tiny)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path_factory.mktemp("ckpt"))
+  with tf.Graph().as_default():
+    tf.Variable(np.zeros([4096, 64], np.float32), name="transformer/embedding")
+    saver = tf.train.Saver()
+    with tf.Session() as session:
+      session.run(tf.global_variables_initializer())
+      saver.save(session, os.path.join(model_dir, "model.ckpt"), global_step=5)
+  return model_dir
+
+
+def test_vocab_and_d_model_vs_existing_checkpoint(tmp_path_factory):
+  model_dir = _checkpoint_dir(tmp_path_factory)
+  assert problems(model_dir=model_dir) == ""
+  text = problems("vocabulary_settings.vocab_size = 2000", "d_model = 32", model_dir=model_dir)
+  assert "vocabulary_settings.vocab_size = 2000 (padded 2048) but the model dir's checkpoint" in text
+  assert "has a 4096-row embedding" in text
+  assert "Unitransformer.d_model = 32 but the model dir's checkpoint" in text
+
+
+def test_block_spec_errors_name_the_sublayer():
+  if not os.path.exists(os.path.join(paths.gin_dir(), "models", "brainformer1_tiny.gin")):
+    pytest.skip("Brainformer block models not present")
+  files = ["models/brainformer1_tiny.gin", "train/cpu.gin"]
+  assert problems(gin_files=files) == ""
+  text = problems("blocks.block_layers.spec = 'a g[c=0] f'", gin_files=files)
+  assert "--gin_param: blocks.block_layers.spec:" in text and "1" in text and "c" in text
+
+
+def test_cli_validate_and_train_report_before_building_a_graph(tmp_path):
+  """Both commands exit 2 with the same list; train writes no checkpoint."""
+  args = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
+          "--gin_param=MoE.capacity_factor = -1.0", "--gin_param=Unitransformer.max_length = 64"]
+  outputs = []
+  for command in ("validate", "train"):
+    proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", command,
+                           f"--model_dir={tmp_path}/m"] + args, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    outputs.append([l for l in proc.stderr.splitlines() if "problem" in l or l.startswith("  ")])
+    assert f"brainformer {command}: error: 2 problem(s) in the Gin config:" in proc.stderr
+  assert outputs[0][1:] == outputs[1][1:]
+  assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("*.index"))
