@@ -43,6 +43,34 @@ def _stub_hf_model_without_torch():
   sys.modules[_HF_MODULE] = stub
 
 
+class _TfWithoutPrint(types.ModuleType):
+  """tensorflow.compat.v1 as seen by one module, with tf.Print passing its input through."""
+
+  def __init__(self, tf_module):
+    super().__init__(tf_module.__name__)
+    self._tf = tf_module
+
+  def __getattr__(self, name):
+    return getattr(self._tf, name)
+
+  @staticmethod
+  def Print(input_, *args, **kwargs):  # pylint: disable=invalid-name
+    del args, kwargs
+    return input_
+
+
+def silence_mesh_tf_step_print():
+  """Stops mesh-tf's training graph from printing "step, tf_loss[...]" to stderr every step.
+
+  mesh_tensorflow/transformer/utils.py wraps the CPU training loss in tf.Print, which writes
+  straight to stderr (no log level hides it). Only that module's view of `tf` is changed.
+  """
+  apply()
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  if not isinstance(utils.tf, _TfWithoutPrint):
+    utils.tf = _TfWithoutPrint(utils.tf)
+
+
 def apply():
   """Applies every shim. Safe to call more than once."""
   _patch_tensor_conversion_registry()

@@ -172,12 +172,18 @@ def _main(argv):
 
 
 def run(argv):
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # hide tf.Print's per-step wall
+  """Runs the command. TensorFlow's own INFO logs (the Estimator's per-step "global_step/sec"
+  and mesh-tf's per-step "step, tf_loss" print) are hidden unless BRAINFORMER_LOG_LEVEL=INFO;
+  the progress lines, the final validation and every warning and error are always shown."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  verbose = os.environ.get("BRAINFORMER_LOG_LEVEL", "").upper() in ("INFO", "DEBUG")
   from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
   compat.apply()
+  if not verbose:
+    compat.silence_mesh_tf_step_print()
   from absl import app  # pylint: disable=g-import-not-at-top
   from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top,unused-import  (defines the flags)
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   tf.disable_v2_behavior()
-  tf.logging.set_verbosity(tf.logging.INFO)
+  tf.logging.set_verbosity(tf.logging.INFO if verbose else tf.logging.WARN)
   app.run(_main, argv=argv)
