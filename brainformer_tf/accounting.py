@@ -21,7 +21,6 @@ stand-ins, so a 160B model builds in about a second). Counts come from `graph.tr
 
 import dataclasses
 import logging
-import os
 from typing import Dict, List, Optional, Sequence
 
 DEFAULT_SEQUENCE_LENGTH = 1024   # GLaM recipe; a recipe gin file (utils.run.sequence_length) wins
@@ -76,27 +75,16 @@ def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
   """
   _imports()
   import importlib  # pylint: disable=g-import-not-at-top
-  import gin  # pylint: disable=g-import-not-at-top
-  import pkg_resources  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
-  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
-  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
   from brainformer_tf.cli import train  # pylint: disable=g-import-not-at-top
 
   for module in module_imports:
     importlib.import_module(module)
-  gin.clear_config()
-  gin.add_config_file_search_path(os.path.dirname(mesh_transformer_main.__file__) + "/gin")
-  gin.add_config_file_search_path(paths.gin_dir())
-  skip = mesh_transformer.DEPRECATED_GIN_REFERENCES
   root = logging.getLogger()
   level = root.level
   root.setLevel(logging.CRITICAL)  # gin logs every search-path miss as an ERROR
   try:
-    gin.parse_config_file(pkg_resources.resource_filename(utils.__name__, "gin/defaults.gin"))
-    gin.parse_config_files_and_bindings(list(gin_files), list(gin_params), skip_unknown=skip,
-                                        finalize_config=False)
+    ginutil.parse_model_config(gin_files, gin_params)
   except OSError as e:
     raise AccountingError(f"{e}; project model files: {', '.join(train._available_models())}"  # pylint: disable=protected-access
                           ) from None

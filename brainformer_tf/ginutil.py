@@ -1,8 +1,35 @@
-"""Small helpers for reading the parsed Gin config."""
+"""Small helpers for parsing and reading the Gin config the way `brainformer train` does."""
+
+import os
+from typing import Sequence
 
 import gin
 
-_MISSING = object()
+
+def add_search_paths():
+  """Puts t5's gin/ and the project's gin/ on the Gin search path (once)."""
+  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
+  for path in (os.path.dirname(mesh_transformer_main.__file__) + "/gin", paths.gin_dir()):
+    if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+      gin.add_config_file_search_path(path)
+
+
+def parse_model_config(gin_files: Sequence[str], gin_params: Sequence[str] = ()):
+  """Clears Gin, then parses mesh-tf's defaults.gin, `gin_files` and `gin_params` (unfinalized).
+
+  The same order and deprecated-name skipping as t5_mesh_transformer; errors propagate (OSError
+  for a missing file) for the caller to report.
+  """
+  import pkg_resources  # pylint: disable=g-import-not-at-top
+  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
+  gin.clear_config()
+  add_search_paths()
+  gin.parse_config_file(pkg_resources.resource_filename(
+      "mesh_tensorflow.transformer", "gin/defaults.gin"))
+  gin.parse_config_files_and_bindings(
+      list(gin_files), list(gin_params), finalize_config=False,
+      skip_unknown=mesh_transformer.DEPRECATED_GIN_REFERENCES)
 
 
 def query(name, default=None):

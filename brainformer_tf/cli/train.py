@@ -96,12 +96,8 @@ def check_config(flags_):
 
 def parse_and_check(flags_):
   """Parses Gin from the flags on the project's search path, then `check_config`."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
-  for path in (os.path.dirname(mesh_transformer_main.__file__) + "/gin", paths.gin_dir()):
-    if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
-      gin.add_config_file_search_path(path)
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  ginutil.add_search_paths()
   _parse_gin(flags_)
   check_config(flags_)
 

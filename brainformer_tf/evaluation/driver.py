@@ -23,21 +23,9 @@ NONCAUSAL = re.compile(r"gating\s*=\s*['\"](expert_choice|expert_choice_capped)[
 
 def parse_gin(config_files, gin_params):
   """Parses mesh-tf defaults then `config_files` and `gin_params` on the project's paths."""
-  import gin  # pylint: disable=g-import-not-at-top
-  import pkg_resources  # pylint: disable=g-import-not-at-top
-  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
-  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
-  gin.clear_config()
-  for path in (os.path.dirname(mesh_transformer_main.__file__) + "/gin", paths.gin_dir()):
-    if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
-      gin.add_config_file_search_path(path)
-  gin.parse_config_file(pkg_resources.resource_filename(
-      "mesh_tensorflow.transformer", "gin/defaults.gin"))
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
   try:
-    gin.parse_config_files_and_bindings(
-        list(config_files), list(gin_params), finalize_config=False,
-        skip_unknown=mesh_transformer.DEPRECATED_GIN_REFERENCES)
+    ginutil.parse_model_config(config_files, gin_params)
   except OSError as e:
     raise errors.UsageError(str(e)) from None
 
