@@ -12,6 +12,17 @@ from brainformer_tf import compat as _compat
 _compat.apply()
 
 # pylint: disable=g-import-not-at-top,unused-import
+import seqio as _seqio
+
+
+def _registered_names():
+  return set(_seqio.TaskRegistry.names()) | set(_seqio.MixtureRegistry.names())
+
+
+_BEFORE = _registered_names()
 from tasks import lm
 from tasks import glue
 from tasks import oneshot
+
+# The task and mixture names this package registered (not t5's or other modules').
+PROJECT_NAMES = frozenset(_registered_names() - _BEFORE)

@@ -81,6 +81,10 @@ def test_bad_data_settings_are_one_clear_line(tmp_path, params, message):
   assert message in result.stderr
   assert "Traceback" not in result.stderr
   assert not list(tmp_path.glob("model.ckpt*")), "work started despite bad input"
+  if "no_such_task" in message:  # the error line lists the project's tasks, all families
+    line = next(l for l in result.stderr.splitlines() if message in l)
+    for task in ("default_corpus_lm", "super_glue_cb_local", "nq_open_oneshot_local"):
+      assert task in line
 
 
 def test_empty_corpus_is_one_clear_line(tmp_path):
