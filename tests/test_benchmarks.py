@@ -124,3 +124,24 @@ def test_markdown_renders_without_results(monkeypatch, tmp_path):
   monkeypatch.setattr(common, "RESULTS", str(tmp_path))
   assert summary.markdown() == ""
   assert summary.build() == {}
+
+
+def test_demo_end_to_end(tmp_path):
+  """The README's main job (benchmarks.demo) at a 2 s budget: both models train, validate,
+  and the table, demo.json and both plots are written."""
+  import math
+  import subprocess
+  import sys
+  run_dir = tmp_path / "demo"
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.demo", "--budget_s", "2",
+                         "--final_eval_steps", "2", "--run_dir", str(run_dir)],
+                        cwd=common.ROOT, capture_output=True, text=True, timeout=900,
+                        check=False)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  result = json.loads((run_dir / "demo.json").read_text())
+  assert [r["model"] for r in result["rows"]] == ["brainformer1_tiny", "glam_tiny"]
+  for row in result["rows"]:
+    assert row["steps"] >= 3 and math.isfinite(row["val_loss"]) and row["steps_per_sec"] > 0
+  assert "same wall-clock: 2 s of training each" in proc.stdout
+  assert (run_dir / "loss_steps.png").stat().st_size > 0
+  assert (run_dir / "loss_wallclock.png").stat().st_size > 0

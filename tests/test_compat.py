@@ -39,3 +39,52 @@ def test_hf_model_is_a_clear_import_error_without_torch():
       "  print('ImportError:', e)\n")
   assert result.returncode == 0, result.stderr[-2000:]
   assert "ImportError" in result.stdout and "torch" in result.stdout
+
+
+def test_einsum_gradient_operands_ordered_and_exact():
+  """Weight gradient of an expert einsum: same values as numpy, computed by a TF einsum whose
+  first operand holds the output's first free dim (no output transpose; compat item 3)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
+  compat.apply()
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+
+  dims = {n: mtf.Dimension(n, s) for n, s in dict(e=3, g=2, c=4, m=5, h=6).items()}
+  shape = lambda names: mtf.Shape([dims[n] for n in names])
+  rng = np.random.RandomState(0)
+  x_np, w_np, r_np = rng.randn(3, 2, 4, 5), rng.randn(3, 5, 6), rng.randn(3, 2, 4, 6)
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  with tf.Graph().as_default():
+    x = mtf.import_tf_tensor(mesh, tf.constant(x_np, tf.float32), shape("egcm"))
+    r = mtf.import_tf_tensor(mesh, tf.constant(r_np, tf.float32), shape("egch"))
+    w = mtf.get_variable(mesh, "w", shape("emh"),
+                         initializer=tf.constant_initializer(w_np), dtype=tf.float32)
+    loss = mtf.reduce_sum(mtf.einsum([x, w], shape("egch")) * r)
+    dw = mtf.gradients([loss], [w])[0]
+    lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
+        mtf.Shape([]), mtf.convert_to_layout_rules(""), [""])})
+    dw_tf = lowering.export_to_tf_tensor(dw)
+    einsums = [op for op in tf.get_default_graph().get_operations() if op.type == "Einsum"
+               and op.outputs[0].shape.as_list() == [3, 5, 6]]
+    with tf.Session() as session:
+      session.run(tf.global_variables_initializer())
+      session.run(lowering.copy_masters_to_slices())
+      got = session.run(dw_tf)
+  np.testing.assert_allclose(got, np.einsum("egcm,egch->emh", x_np, r_np), rtol=1e-5, atol=1e-5)
+  assert len(einsums) == 1
+  assert einsums[0].inputs[0].shape.as_list() == [3, 2, 4, 5]  # x first, then dy
+
+
+def test_einsum_operand_order_rule():
+  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
+  compat.apply()
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
+  e, s, m, h = (mtf.Dimension(n, 2) for n in "esmh")
+  mesh = mtf.Mesh(mtf.Graph(), "m")
+  t = lambda *d: mtf.zeros(mesh, mtf.Shape(list(d)))
+  dy, x, w = t(e, s, h), t(e, s, m), t(e, m, h)
+  assert compat.einsum_operand_order([dy, x], [e, m, h]) == [x, dy]   # dW: x holds m
+  assert compat.einsum_operand_order([dy, w], [e, s, m]) == [dy, w]   # dX: dy holds s
+  assert compat.einsum_operand_order([dy, x, w], [e]) == [dy, x, w]   # 3 operands: unchanged

@@ -3,9 +3,10 @@
 `install()` (run by `brainformer train` after Gin is parsed) adds two things to the model:
   * a probe sub-layer at the end of every `LayerStack.sublayers_per_layer`, counting the
     non-finite values of each layer's output (the first such layer is the one that broke);
-  * `nan_guard_optimizer` around `utils.run.optimizer`: it counts non-finite gradient values per
-    variable and, if there are any, hands the inner optimizer all-zero gradients, so that the
-    parameters do not move (Adafactor: a zero update; its moment estimates decay one step).
+  * `nan_guard_optimizer` around `utils.run.optimizer`: it flags each variable's gradient whose
+    sum is non-finite (one read of it) and, if any is flagged, hands the inner optimizer all-zero
+    gradients, so that the parameters do not move (Adafactor: a zero update; its moment
+    estimates decay one step).
 `NonFiniteHook` reads the loss and the probes every step. Gin `nan_guard.policy`:
   "stop" (default): raise `NonFiniteError` naming the step and the first non-finite layer
     output (or variable gradient); the raise skips the final checkpoint save, and the zeroed
@@ -92,29 +93,46 @@ def sublayer_probe(x, layer_stack, context):
   return x
 
 
+def _nonfinite_flag(g):
+  """1.0 if g holds a NaN or Inf, else 0.0, from one read of g: its sum is then non-finite.
+
+  (A sum of finite values beyond float32's range, ~3e38, also reads as non-finite.)
+  """
+  total = mtf.reduce_sum(g)
+  return mtf.cwise(lambda t: tf.cast(tf.logical_not(tf.math.is_finite(t)), tf.float32),
+                   [total], output_dtype=tf.float32, name="nonfinite_gradient")
+
+
+def _zero_unless(ok, g):
+  """g where the scalar `ok` is 1, else zeros (tf.cond: no copy of g when ok)."""
+  return mtf.slicewise(
+      lambda okv, t: tf.cond(okv > 0, lambda: t, lambda: tf.zeros_like(t)), [ok, g],
+      output_shape=g.shape, output_dtype=g.dtype, splittable_dims=g.shape.dims,
+      grad_function=0, name="guarded_gradient")
+
+
 class _GuardedOptimizer(mtf.optimize.Optimizer):
-  """Passes zero gradients to `inner` when any gradient value is non-finite."""
+  """Passes zero gradients to `inner` when any gradient value is non-finite.
+
+  The check reads each gradient once (a sum) and copies none: one pass over the parameters per
+  step, which matters when they outnumber the batch's activations (many experts, small batch).
+  """
 
   def __init__(self, inner):
     self._inner = inner
 
   def apply_grads(self, grads, variables):
-    present = [(g, v) for g, v in zip(grads, variables) if g is not None]
-    counts = []
-    for g, v in present:
-      counts.append(_nonfinite_count(g))
-      _Probe("gradient", v.name, counts[-1])
-    ok = mtf.equal(mtf.add_n(counts), 0.0)
-    safe = [None if g is None else _zero_nonfinite(g) * mtf.cast(ok, g.dtype) for g in grads]
+    flags = []
+    for g, v in zip(grads, variables):
+      if g is not None:
+        flags.append(_nonfinite_flag(g))
+        _Probe("gradient", v.name, flags[-1])
+    ok = mtf.cast(mtf.equal(mtf.add_n(flags), 0.0), tf.float32)
+    safe = [None if g is None else _zero_unless(ok, g) for g in grads]
     return self._inner.apply_grads(safe, variables)
 
   def apply_grad(self, grad, var):
     return self._inner.apply_grad(grad, var)
-
-
-def _zero_nonfinite(g):
-  return mtf.cwise(lambda t: tf.where(tf.math.is_finite(t), t, tf.zeros_like(t)), [g],
-                   name="zero_nonfinite")
 
 
 @gin.configurable("nan_guard_optimizer")
@@ -194,8 +212,8 @@ class NonFiniteHook(tf.train.SessionRunHook):
     message = f"non-finite {what} at step {self._current} (loss {loss})"
     if bad:
       kind, label, n = bad[0]
-      message += f"; first non-finite {'layer output' if kind == 'output' else 'gradient of'}: " \
-                 f"{label} ({int(n)} values)"
+      message += (f"; first non-finite layer output: {label} ({int(n)} values)" if kind == "output"
+                  else f"; first non-finite gradient of: {label}")
     if self._settings.policy == "skip" and self._skips < self._settings.max_consecutive_skips:
       self._skips += 1
       logging.warning("skipped the update of step %d: %s", self._current, message)

@@ -20,20 +20,25 @@ import tensorflow.compat.v1 as tf
 DISPATCH_MODES = ("einsum", "gather")
 
 
+def _flat_token_ids(indices, group_size):
+  """indices [g, E, C] -> [E, g, C] row ids into the group-major token matrix [g * S, M]."""
+  g = indices.shape.as_list()[0]
+  return tf.transpose(indices, [1, 0, 2]) + tf.range(g)[None, :, None] * group_size
+
+
 def _gather_tokens_tf(x, indices):
-  """x [g, S, M], indices [g, E, C] -> [E, g, C, M]."""
-  g, e, c = indices.shape.as_list()
-  out = tf.gather(x, tf.reshape(indices, [g, e * c]), batch_dims=1)
-  return tf.transpose(tf.reshape(out, [g, e, c, x.shape[-1]]), [1, 0, 2, 3])
+  """x [g, S, M], indices [g, E, C] -> [E, g, C, M] (gathered straight into expert order)."""
+  g, s, m = x.shape.as_list()
+  return tf.gather(tf.reshape(x, [g * s, m]), _flat_token_ids(indices, s))
 
 
 def _scatter_tokens_tf(values, indices, group_size):
   """values [E, g, C, M], indices [g, E, C] -> [g, S, M], summing values that share a token."""
-  g, e, c = indices.shape.as_list()
-  values = tf.reshape(tf.transpose(values, [1, 0, 2, 3]), [g * e * c, -1])
-  segments = indices + tf.range(g)[:, None, None] * group_size
-  out = tf.math.unsorted_segment_sum(values, tf.reshape(segments, [-1]), g * group_size)
-  return tf.reshape(out, [g, group_size, -1])
+  e, g, c, m = values.shape.as_list()
+  out = tf.math.unsorted_segment_sum(tf.reshape(values, [e * g * c, m]),
+                                     tf.reshape(_flat_token_ids(indices, group_size), [-1]),
+                                     g * group_size)
+  return tf.reshape(out, [g, group_size, m])
 
 
 def gather_gates(gates: mtf.Tensor, indices: mtf.Tensor) -> mtf.Tensor:
