@@ -61,9 +61,12 @@ def test_search_is_killed_during_a_trial_and_resumes_without_loss_or_repeat(tmp_
   # The trial subprocess died with the search (no orphan keeps training).
   _wait_for(lambda: not _processes_mentioning(search_dir), 10, "the trial process to exit")
 
-  second = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                          text=True, timeout=600, check=False)
+  # Resumed with --pin_cores (one worker: it keeps every core this process may use).
+  second = subprocess.run(cmd + ["--pin_cores"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, env=env, text=True, timeout=600, check=False)
   assert second.returncode == 0, second.stdout[-3000:]
+  cores = sorted(os.sched_getaffinity(0))
+  assert f"pinned workers to cores [{cores}], {len(cores)} TF thread(s) per trial" in second.stdout
   state = evolution.load(search_dir)
   trials = state["trials"]
   assert [t["id"] for t in trials] == [0, 1]

@@ -170,3 +170,20 @@ def test_budget_hook_stops_at_the_budget_and_early_at_the_check(tmp_path):
   assert cpu["clock"] == "process" and 0.3 <= cpu["end"]["elapsed"] < 1.0
   with pytest.raises(ValueError, match="budget.settings.clock='sundial'"):
     budget.settings(clock="sundial")
+
+
+def test_pin_cores_splits_the_available_cores_between_workers(tmp_path):
+  from brainformer_tf.cli import search as search_cli  # pylint: disable=g-import-not-at-top
+  assert search_cli.worker_cores(2, {3, 1, 0, 2}) == [[0, 1], [2, 3]]
+  assert search_cli.worker_cores(2, {0, 1, 2}) == [[0], [1]]
+  assert search_cli.thread_env(2)["TF_NUM_INTRAOP_THREADS"] == "2"
+  with pytest.raises(ValueError, match="--workers=3 needs at least 3 cores"):
+    search_cli.worker_cores(3, {0, 1})
+  # From the command line: exit 2, one line naming the flag, nothing written.
+  too_many = len(os.sched_getaffinity(0)) + 1
+  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "search",
+                         f"--dir={tmp_path / 's'}", f"--workers={too_many}", "--pin_cores"],
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2
+  assert f"--pin_cores: --workers={too_many} needs at least" in proc.stderr
+  assert not (tmp_path / "s").exists()

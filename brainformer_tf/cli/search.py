@@ -3,7 +3,9 @@
 Runs the baselines (GLaM, dense, Block 1 proxies) and then --trials candidate blocks, each
 trained for --budget_s seconds of wall-clock by a `brainformer train` subprocess. State is in
 --dir/state.json after every trial: run the same command again to resume. --workers N runs N
-worker processes; more workers (here or on another shell) can join with --join.
+worker processes; more workers (here or on another shell) can join with --join. --pin_cores
+gives each of those workers its own CPU cores (and its trials as many TF threads), so a trial's
+step time does not depend on what the other workers run.
 """
 
 import argparse
@@ -45,6 +47,9 @@ def _parser():
   p.add_argument("--gin_param", action="append", default=[], help="extra Gin binding per trial")
   p.add_argument("--timeout_s", type=float, default=None, help="kill a trial after this long")
   p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+  p.add_argument("--pin_cores", action="store_true",
+                 help="give each worker started here its own cores (available // --workers) and "
+                 "its trials that many TF threads; pair with --clock=process")
   p.add_argument("--join", action="store_true",
                  help="only work on the search already in --dir (no outputs at the end)")
   p.add_argument("--top_k", type=int, default=3, help="best blocks written as Gin files")
@@ -59,6 +64,22 @@ def _files(flag, value):
   if missing:
     raise ValueError(f"{flag}: no such file {missing[0]}")
   return files
+
+
+def worker_cores(workers, available):
+  """The cores of each worker: len(available) // workers of them, in order."""
+  available = sorted(available)
+  per_worker = len(available) // workers
+  if per_worker < 1:
+    raise ValueError(f"--pin_cores: --workers={workers} needs at least {workers} cores; this "
+                     f"process may use {len(available)}")
+  return [available[i * per_worker:(i + 1) * per_worker] for i in range(workers)]
+
+
+def thread_env(threads):
+  """Environment that limits TF (and OpenMP) in a trial subprocess to `threads` threads."""
+  return {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
+          "OMP_NUM_THREADS": str(threads)}
 
 
 def _config(args):
@@ -81,6 +102,12 @@ def run(argv) -> int:
     return errors.report(PROG, ValueError(f"--workers={args.workers}: must be >= 1"))
   from brainformer_tf.search import evolution, report, trial  # pylint: disable=g-import-not-at-top
   log = lambda line: print(line, flush=True)
+  cores = [None] * args.workers
+  if args.pin_cores:
+    try:
+      cores = worker_cores(args.workers, os.sched_getaffinity(0))
+    except ValueError as e:
+      return errors.report(PROG, e)
   if not args.report_only:
     try:
       if args.join:
@@ -90,10 +117,21 @@ def run(argv) -> int:
         evolution.init(args.dir, _config(args))
     except ValueError as e:
       return errors.report(PROG, e)
-    helpers = [subprocess.Popen([sys.executable, "-m", "brainformer_tf.cli.main", "search",
-                                 f"--dir={args.dir}", "--join"],
-                                preexec_fn=trial.die_with_parent)
-               for _ in range(args.workers - 1)]
+    if args.pin_cores:
+      os.environ.update(thread_env(len(cores[0])))  # trials inherit env and affinity
+      log(f"pinned workers to cores {cores}, {len(cores[0])} TF thread(s) per trial")
+
+    def start_helper(cpus):
+      def preexec():
+        trial.die_with_parent()
+        if cpus:
+          os.sched_setaffinity(0, cpus)
+      return subprocess.Popen([sys.executable, "-m", "brainformer_tf.cli.main", "search",
+                               f"--dir={args.dir}", "--join"], preexec_fn=preexec)
+
+    helpers = [start_helper(cpus) for cpus in cores[1:]]
+    if cores[0]:
+      os.sched_setaffinity(0, cores[0])
     try:
       evolution.work(args.dir, log)
     except evolution.SearchError as e:

@@ -103,13 +103,14 @@ def prepare_restart(model_dir, seed):
 def train_with_progress(estimator, vocabulary, sequence_length, batch_size, train_dataset_fn,
                         train_steps, ensemble_inputs, log_every_n_steps=10,
                         final_eval_split="validation", final_eval_steps=50, seed=None,
-                        **kwargs):
+                        profile_every_n_steps=None, **kwargs):
   """Trains like `utils.train_model`, reporting progress, then validates the last checkpoint.
 
   Args (Gin): log_every_n_steps: steps between progress lines; final_eval_split: split whose
     log-perplexity is computed after training (None: skip); final_eval_steps: at most this
     many batches are evaluated; seed: graph seed (initialisers, random ops) and data shuffle
-    seed, None for a random run.
+    seed, None for a random run; profile_every_n_steps: also write a TF timeline (Chrome
+    trace, model_dir/timeline-<step>.json) of every n-th step (None: no profiling).
   """
   model_dir = estimator.model_dir
   prepare_restart(model_dir, seed)
@@ -122,6 +123,9 @@ def train_with_progress(estimator, vocabulary, sequence_length, batch_size, trai
   if nan_guard.settings().policy != "off":
     hooks.append(nan_guard.NonFiniteHook(model_dir))
   hooks += budget.hooks(model_dir)  # wall-clock budget + early stop (search trials)
+  if profile_every_n_steps:
+    hooks.append(tf.estimator.ProfilerHook(save_steps=profile_every_n_steps,
+                                           output_dir=model_dir))
   with nan_guard.replacing_estimator_nan_hook():
     utils.train_model(_EstimatorWithHooks(estimator, hooks), vocabulary, sequence_length,
                       batch_size, train_dataset_fn, train_steps, ensemble_inputs, **kwargs)
