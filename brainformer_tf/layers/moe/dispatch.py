@@ -35,10 +35,16 @@ def _gather_tokens_tf(x, indices):
 def _scatter_tokens_tf(values, indices, group_size):
   """values [E, g, C, M], indices [g, E, C] -> [g, S, M], summing values that share a token."""
   e, g, c, m = values.shape.as_list()
-  out = tf.math.unsorted_segment_sum(tf.reshape(values, [e * g * c, m]),
-                                     tf.reshape(_flat_token_ids(indices, group_size), [-1]),
-                                     g * group_size)
-  return tf.reshape(out, [g, group_size, m])
+  rows = tf.reshape(_flat_token_ids(indices, group_size), [-1])
+
+  @tf.custom_gradient
+  def segment_sum(flat_values, ids):
+    # The gradient is a plain gather: ids are never negative here, so TF's own gradient's
+    # masking of negative ids (a select over the whole tensor) is not needed.
+    return (tf.math.unsorted_segment_sum(flat_values, ids, g * group_size),
+            lambda dy: (tf.gather(dy, ids), None))
+
+  return tf.reshape(segment_sum(tf.reshape(values, [e * g * c, m]), rows), [g, group_size, m])
 
 
 def gather_gates(gates: mtf.Tensor, indices: mtf.Tensor) -> mtf.Tensor:
