@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -113,8 +114,11 @@ def train_command(model_dir: str, model_gin: str, recipe: str, *, budget_s: Opti
 
 
 def run_training(model_dir: str, command: List[str], onednn: str = "default",
-                 timeout_s: float = 3600) -> dict:
-  """Runs `command` (from train_command) from scratch in model_dir; returns `read_run`'s dict."""
+                 timeout_s: float = 3600, on_line=None) -> dict:
+  """Runs `command` (from train_command) from scratch in model_dir; returns `read_run`'s dict.
+
+  The output goes to <model_dir>.log; on_line(line), if given, also sees every line as it comes.
+  """
   if os.path.exists(model_dir):
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(model_dir)
@@ -125,9 +129,19 @@ def run_training(model_dir: str, command: List[str], onednn: str = "default",
   with open(log_path, "w") as log:
     log.write(" ".join(command) + "\n")
     log.flush()
-    proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                          env=dict(onednn_env(onednn), TF_CPP_MIN_LOG_LEVEL="1"),
-                          timeout=timeout_s, check=False)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env=dict(onednn_env(onednn), TF_CPP_MIN_LOG_LEVEL="1"), text=True,
+                            errors="replace")
+    watchdog = threading.Timer(timeout_s, proc.kill)  # a hung run is killed, as run(timeout)
+    watchdog.start()
+    try:
+      for line in proc.stdout:
+        log.write(line)
+        if on_line:
+          on_line(line)
+      proc.wait()
+    finally:
+      watchdog.cancel()
   result = read_run(model_dir)
   result.update(process_s=time.time() - start, load_average_start=load,
                 load_average_end=os.getloadavg()[0], returncode=proc.returncode,

@@ -13,6 +13,7 @@ wallclock}.png (training loss per step and per second, validation dots).
 
 import argparse
 import os
+import re
 import time
 
 from benchmarks import common
@@ -22,6 +23,20 @@ MODELS = (("brainformer1_tiny", "models/brainformer1_tiny.gin"),
           ("glam_tiny", "models/glam_tiny.gin"))
 RECIPE = "train/cpu.gin"
 TOKENS_PER_STEP = 16 * 128
+
+
+PROGRESS_LINE = re.compile(r"progress\.py:\d+\] (step (\d+) .*)$")
+
+
+def echo_progress(name, every=100):
+  """on_line callback for common.run_training: every `every`-th progress line, and the result."""
+  def on_line(line):
+    match = PROGRESS_LINE.search(line.rstrip())
+    if match and int(match.group(2)) % every == 0:
+      print(f"  {name}: {match.group(1)}", flush=True)
+    elif "log-perplexity at step" in line:
+      print(f"  {name}: {line.strip()}", flush=True)
+  return on_line
 
 
 def compare(runs):
@@ -72,7 +87,7 @@ def main():
     print(f"training {name} for {args.budget_s:g} s ... (log: {model_dir}.log)", flush=True)
     cmd = common.train_command(model_dir, gin_file, RECIPE, budget_s=args.budget_s,
                                seed=args.seed, final_eval_steps=args.final_eval_steps)
-    r = common.run_training(model_dir, cmd)
+    r = common.run_training(model_dir, cmd, on_line=echo_progress(name))
     r.update(model=name, mode="wallclock")
     if r.get("error"):
       print(f"  {name} failed: {r['error']}", flush=True)

@@ -120,6 +120,17 @@ def test_demo_compare_rows():
   assert "glam_tiny" in demo.format_rows(rows, step, 20)
 
 
+def test_demo_echoes_every_hundredth_progress_line(capsys):
+  echo = demo.echo_progress("glam_tiny")
+  for step in (99, 100, 101):
+    echo(f"I1127 05:53:17.1 1397 progress.py:130] step {step}  loss 2.7  5.5 steps/s  eta 60s\n")
+  echo("INFO something else\n")
+  echo("default_corpus_lm validation log-perplexity at step 1300: 4.9 nats/token\n")
+  assert capsys.readouterr().out.splitlines() == [
+      "  glam_tiny: step 100  loss 2.7  5.5 steps/s  eta 60s",
+      "  glam_tiny: default_corpus_lm validation log-perplexity at step 1300: 4.9 nats/token"]
+
+
 def test_markdown_renders_without_results(monkeypatch, tmp_path):
   monkeypatch.setattr(common, "RESULTS", str(tmp_path))
   assert summary.markdown() == ""
@@ -143,5 +154,6 @@ def test_demo_end_to_end(tmp_path):
   for row in result["rows"]:
     assert row["steps"] >= 3 and math.isfinite(row["val_loss"]) and row["steps_per_sec"] > 0
   assert "same wall-clock: 2 s of training each" in proc.stdout
+  assert proc.stdout.count("validation log-perplexity at step") == 2  # echoed per model
   assert (run_dir / "loss_steps.png").stat().st_size > 0
   assert (run_dir / "loss_wallclock.png").stat().st_size > 0

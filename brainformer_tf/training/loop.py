@@ -119,7 +119,8 @@ def train_with_progress(estimator, vocabulary, sequence_length, batch_size, trai
     np.random.seed(seed)
     train_dataset_fn = _seeded(train_dataset_fn, seed)
   tokens_per_step = batch_size * sequence_length["targets"]
-  hooks = [progress.ProgressHook(model_dir, train_steps, tokens_per_step, log_every_n_steps)]
+  hooks = [progress.ProgressHook(model_dir, train_steps, tokens_per_step, log_every_n_steps,
+                                 budget_s=budget.settings()["seconds"])]
   if nan_guard.settings().policy != "off":
     hooks.append(nan_guard.NonFiniteHook(model_dir))
   hooks += budget.hooks(model_dir)  # wall-clock budget + early stop (search trials)

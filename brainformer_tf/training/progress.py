@@ -88,9 +88,11 @@ def append_record(model_dir, record):
 class ProgressHook(tf.train.SessionRunHook):
   """Logs step, loss, steps/s, tokens/s and ETA every `every_n_steps` steps."""
 
-  def __init__(self, model_dir, train_steps, tokens_per_step, every_n_steps=10):
+  def __init__(self, model_dir, train_steps, tokens_per_step, every_n_steps=10, budget_s=None):
+    """budget_s: a wall-clock budget ends training (budget.py): the ETA counts down from it."""
     self._model_dir = model_dir
     self._train_steps = train_steps
+    self._budget_s = budget_s
     self._tokens_per_step = tokens_per_step
     self._every = max(1, every_n_steps)
 
@@ -102,7 +104,7 @@ class ProgressHook(tf.train.SessionRunHook):
 
   def after_create_session(self, session, coord):
     self._last_step = self._current = int(session.run(self._step))
-    self._last_time = time.time()
+    self._last_time = self._start = time.time()
 
   def before_run(self, run_context):
     return tf.train.SessionRunArgs(self._loss)
@@ -116,13 +118,17 @@ class ProgressHook(tf.train.SessionRunHook):
     now = time.time()
     steps_per_sec = (step - self._last_step) / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
-    remaining = max(self._train_steps - step, 0) / max(steps_per_sec, 1e-9)
     record = {"step": step, "loss": float(loss), "steps_per_sec": steps_per_sec,
               "tokens_per_sec": steps_per_sec * self._tokens_per_step, "time": now}
     append_record(self._model_dir, record)
-    logging.info("step %d/%d  loss %.4f  %.2f steps/s  %.0f tokens/s  eta %ds",
-                 step, self._train_steps, loss, steps_per_sec, record["tokens_per_sec"],
-                 remaining)
+    if self._budget_s:
+      total = f"{step}"
+      remaining = max(self._budget_s - (now - self._start), 0)
+    else:
+      total = f"{step}/{self._train_steps}"
+      remaining = max(self._train_steps - step, 0) / max(steps_per_sec, 1e-9)
+    logging.info("step %s  loss %.4f  %.2f steps/s  %.0f tokens/s  eta %ds", total, loss,
+                 steps_per_sec, record["tokens_per_sec"], remaining)
 
   def end(self, session):
     plot_log(self._model_dir)
