@@ -175,3 +175,29 @@ def test_experts_per_token():
   for gating in ("expert_choice", "expert_choice_capped", "expert_choice_causal"):
     layer = MoE(num_experts=8, hidden_size=4, gating=gating, capacity_factor=1.0)
     assert layer.experts_per_token() == 1.0
+
+
+def test_tokens_per_slot_count_matches_bincount():
+  """The routed_to_* summaries' input: how many filled slots hold each token, per group."""
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.layers.moe import dispatch  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  groups, experts, slots, tokens = 3, 4, 2, 5
+  idx = rng.randint(0, tokens, (groups, experts, slots)).astype(np.int32)
+  val = (rng.rand(groups, experts, slots) > 0.3).astype(np.float32)
+  dims = [mtf.Dimension(n, s) for n, s in
+          [("batch", groups), ("expert_unsplit", experts), ("expert_capacity", slots)]]
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, "mesh")
+  with tf.Graph().as_default():
+    i = mtf.import_tf_tensor(mesh, tf.constant(idx), mtf.Shape(dims))
+    v = mtf.import_tf_tensor(mesh, tf.constant(val), mtf.Shape(dims))
+    counts = dispatch.tokens_per_slot_count(i, v, mtf.Dimension("group", tokens))
+    lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
+        mtf.Shape([]), mtf.convert_to_layout_rules(""), [""])})
+    with tf.Session() as session:
+      got = session.run(lowering.export_to_tf_tensor(counts))
+  want = np.stack([np.bincount(idx[g].ravel(), weights=val[g].ravel(), minlength=tokens)
+                   for g in range(groups)])
+  np.testing.assert_array_equal(got, want)

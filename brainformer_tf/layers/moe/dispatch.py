@@ -20,22 +20,24 @@ import tensorflow.compat.v1 as tf
 DISPATCH_MODES = ("einsum", "gather")
 
 
-def _flat_token_ids(indices, group_size):
-  """indices [g, E, C] -> [E, g, C] row ids into the group-major token matrix [g * S, M]."""
+def _flat_token_ids(indices, group_size, expert_order=False):
+  """indices [g, E, C] -> row ids into the group-major token matrix [g * S, M]: [g, E, C], or
+  [E, g, C] with expert_order (the int ids are transposed, not the token tensor)."""
   g = indices.shape.as_list()[0]
-  return tf.transpose(indices, [1, 0, 2]) + tf.range(g)[None, :, None] * group_size
+  ids = indices + tf.range(g)[:, None, None] * group_size
+  return tf.transpose(ids, [1, 0, 2]) if expert_order else ids
 
 
 def _gather_tokens_tf(x, indices):
   """x [g, S, M], indices [g, E, C] -> [E, g, C, M] (gathered straight into expert order)."""
   g, s, m = x.shape.as_list()
-  return tf.gather(tf.reshape(x, [g * s, m]), _flat_token_ids(indices, s))
+  return tf.gather(tf.reshape(x, [g * s, m]), _flat_token_ids(indices, s, expert_order=True))
 
 
 def _scatter_tokens_tf(values, indices, group_size):
   """values [E, g, C, M], indices [g, E, C] -> [g, S, M], summing values that share a token."""
   e, g, c, m = values.shape.as_list()
-  rows = tf.reshape(_flat_token_ids(indices, group_size), [-1])
+  rows = tf.reshape(_flat_token_ids(indices, group_size, expert_order=True), [-1])
 
   @tf.custom_gradient
   def segment_sum(flat_values, ids):
@@ -113,7 +115,7 @@ def tokens_per_slot_count(indices: mtf.Tensor, valid: mtf.Tensor,
 
   def fn(i, v):
     g = i.shape.as_list()[0]
-    segments = tf.reshape(i + tf.range(g)[:, None, None] * token_dim.size, [-1])
+    segments = tf.reshape(_flat_token_ids(i, token_dim.size), [-1])
     counts = tf.math.unsorted_segment_sum(tf.reshape(v, [-1]), segments, g * token_dim.size)
     return tf.reshape(counts, [g, token_dim.size])
 
