@@ -13,6 +13,13 @@ Call `apply()` before the first import of `mesh_tensorflow` or `t5.models`. It i
    then computes [e,h,m] and transposes it, which doubles the op's time (22 vs 12 ms at 64
    experts x 256 x 512, oneDNN on; benchmarks/README.md). We order the two operands so that the
    one holding the output's first free dimension comes first; the result is the same einsum.
+4. A race: mesh_tensorflow/transformer/utils.py builds the training op as
+   `tf.group(updates + [tf.assign_add(global_step, 1)])` with no order between the two. The
+   updates read the global step (learning-rate schedule, Adafactor's decay rate), and the
+   increment is ready as soon as the step starts, so now and then an update sees step + 1 and
+   two runs with the same seed drift apart (seen: a 1e-4 loss difference at step 18 of 40, once
+   in many runs). In that module's view of `tf`, `group` makes the increment wait for the other
+   grouped ops, as TF's own `Optimizer.apply_gradients` does.
 """
 
 import importlib.util
@@ -48,20 +55,41 @@ def _stub_hf_model_without_torch():
   sys.modules[_HF_MODULE] = stub
 
 
-class _TfWithoutPrint(types.ModuleType):
-  """tensorflow.compat.v1 as seen by one module, with tf.Print passing its input through."""
+class _MeshTfUtilsTf(types.ModuleType):
+  """tensorflow.compat.v1 as mesh_tensorflow/transformer/utils.py sees it: `group` runs the
+  global-step increment after the ops grouped with it (item 4); `Print` passes its input
+  through once `quiet` is set (silence_mesh_tf_step_print)."""
 
   def __init__(self, tf_module):
     super().__init__(tf_module.__name__)
     self._tf = tf_module
+    self.quiet = False
 
   def __getattr__(self, name):
     return getattr(self._tf, name)
 
-  @staticmethod
-  def Print(input_, *args, **kwargs):  # pylint: disable=invalid-name
-    del args, kwargs
-    return input_
+  def group(self, *inputs, **kwargs):
+    step = self._tf.train.get_global_step()
+    ops = [getattr(x, "op", x) for x in self._tf.nest.flatten(inputs)]
+    increments = [op for op in ops if step is not None and op.inputs
+                  and op.type in ("AssignAdd", "AssignAddVariableOp")
+                  and op.inputs[0].op is step.op]
+    if increments and len(increments) < len(ops):
+      others = [op for op in ops if op not in increments]
+      for op in increments:
+        op._add_control_inputs(others)  # pylint: disable=protected-access
+    return self._tf.group(*inputs, **kwargs)
+
+  def Print(self, input_, *args, **kwargs):  # pylint: disable=invalid-name
+    if self.quiet:
+      return input_
+    return self._tf.Print(input_, *args, **kwargs)
+
+
+def _order_global_step_increment():
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  if not isinstance(utils.tf, _MeshTfUtilsTf):
+    utils.tf = _MeshTfUtilsTf(utils.tf)
 
 
 def silence_mesh_tf_step_print():
@@ -72,8 +100,7 @@ def silence_mesh_tf_step_print():
   """
   apply()
   from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
-  if not isinstance(utils.tf, _TfWithoutPrint):
-    utils.tf = _TfWithoutPrint(utils.tf)
+  utils.tf.quiet = True
 
 
 def einsum_operand_order(operands, output_dims):
@@ -109,3 +136,4 @@ def apply():
   _patch_tensor_conversion_registry()
   _stub_hf_model_without_torch()
   _order_einsum_gradient_operands()
+  _order_global_step_increment()

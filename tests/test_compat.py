@@ -1,5 +1,6 @@
 """The compat shims make mesh_tensorflow and t5.models importable on TF 2.15 without torch."""
 
+import functools
 import subprocess
 import sys
 
@@ -88,3 +89,51 @@ def test_einsum_operand_order_rule():
   assert compat.einsum_operand_order([dy, x], [e, m, h]) == [x, dy]   # dW: x holds m
   assert compat.einsum_operand_order([dy, w], [e, s, m]) == [dy, w]   # dX: dy holds s
   assert compat.einsum_operand_order([dy, x, w], [e]) == [dy, x, w]   # 3 operands: unchanged
+
+
+def _ancestors(ops):
+  seen, stack = set(), list(ops)
+  while stack:
+    op = stack.pop()
+    if op not in seen:
+      seen.add(op)
+      stack += [t.op for t in op.inputs] + list(op.control_inputs)
+  return seen
+
+
+def test_global_step_increment_waits_for_every_update_that_reads_the_step():
+  """mesh-tf's training op (real model_fn, Adafactor, noam schedule): every read of the global
+  step that feeds a parameter update happens before the step's increment (compat item 4)."""
+  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
+  compat.apply()
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import learning_rate_schedules  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import transformer, transformer_layers, utils  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+
+  model = transformer.Unitransformer(
+      layer_stack=transformer.LayerStack(
+          [transformer_layers.DenseReluDense(hidden_size=8)], sublayers_initial=[],
+          sublayers_per_layer=[transformer.sublayer_call_layer, transformer.sublayer_residual],
+          sublayers_final=[]),
+      d_model=8, input_vocab_size=16, output_vocab_size=16, autoregressive=True, max_length=4)
+  model_fn = utils.tpu_estimator_model_fn(
+      "lm", model, vocabulary=None, model_dir="/nonexistent", use_tpu=False, mesh_shape="",
+      layout_rules="", batch_size=2, sequence_length={"targets": 4}, autostack=True,
+      keep_checkpoint_max=1, save_checkpoints_steps=10,
+      learning_rate_schedule=functools.partial(
+          learning_rate_schedules.learning_rate_schedule_noam, total_train_steps=100),
+      optimizer=mtf.optimize.AdafactorOptimizer, mesh_devices=[""])
+  with tf.Graph().as_default() as graph:
+    step = tf.train.get_or_create_global_step()
+    spec = model_fn({"targets": tf.ones([2, 4], tf.int32)}, None, tf.estimator.ModeKeys.TRAIN)
+    grouped = _ancestors([spec.train_op])
+    increments = [op for op in grouped if op.type in ("AssignAdd", "AssignAddVariableOp")
+                  and op.inputs[0].op is step.op]
+    updates = [op for op in grouped if op.type in ("Assign", "AssignVariableOp")]
+    step_reads = {op for op in graph.get_operations()
+                  if any(t.op is step.op for t in op.inputs) and op not in increments}
+  assert len(increments) == 1 and updates
+  feeding_updates = step_reads & _ancestors(updates)
+  assert feeding_updates  # the schedule and Adafactor's decay rate read the step
+  assert feeding_updates <= _ancestors(increments)
