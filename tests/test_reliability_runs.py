@@ -120,6 +120,7 @@ def test_nan_stop_names_step_and_layer_and_keeps_checkpoints_finite(tmp_path):
                "nan_guard.fault_layer = 'block_001/layer_001'", expect=1)
   assert ("error: non-finite loss at step 8 (loss nan); first non-finite layer output: "
           "transformer/block_001/layer_001 (DenseReluDense)") in proc.stderr
+  assert "step, tf_loss" not in proc.stderr  # mesh-tf's per-step tf.Print is silenced
   assert max(steps_logged(model_dir)) == 8 and np.isnan(losses(model_dir)[8])
   for prefix in tf.train.get_checkpoint_state(model_dir).all_model_checkpoint_paths:
     for name, value in _trainable(os.path.join(model_dir, prefix)).items():
