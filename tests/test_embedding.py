@@ -17,8 +17,12 @@ from brainformer_tf.layers import embedding  # pylint: disable=g-import-not-at-t
 VOCAB, D, BATCH, LENGTH = 12, 6, 4, 5
 
 
-def _run(mesh_shape, layout):
-  """x = embedding(ids) and dE of sum(x * r), lowered on a CPU mesh; also the TF op types."""
+def _run(mesh_shape, layout, model_layout_unset=False):
+  """x = embedding(ids) and dE of sum(x * r), lowered on a CPU mesh; also the TF op types.
+
+  model_layout_unset: the model's layout and mesh shape are None, as in a model built with
+  `utils.build_model(layout_rules=None)` (checkpoint checks, accounting).
+  """
   rng = np.random.RandomState(0)
   ids_np = rng.randint(0, VOCAB, size=(BATCH, LENGTH))
   ids_np[0, :3] = 7  # repeated ids: their gradient rows must add up
@@ -28,8 +32,9 @@ def _run(mesh_shape, layout):
   mesh_shape, layout = mtf.convert_to_shape(mesh_shape), mtf.convert_to_layout_rules(layout)
   vocab, d = mtf.Dimension("vocab", VOCAB), mtf.Dimension("d_model", D)
   batch, length = mtf.Dimension("batch", BATCH), mtf.Dimension("length", LENGTH)
-  context = types.SimpleNamespace(
-      model=types.SimpleNamespace(layout=layout, mesh_shape=mesh_shape))
+  context = types.SimpleNamespace(model=types.SimpleNamespace(
+      layout=None if model_layout_unset else layout,
+      mesh_shape=None if model_layout_unset else mesh_shape))
   with tf.Graph().as_default() as tf_graph:
     vocab_embedding = embedding.GatherVocabEmbedding(
         mesh, vocab, d, mtf.VariableDType(tf.float32, tf.float32, tf.float32), "embedding",
@@ -53,13 +58,14 @@ def _run(mesh_shape, layout):
   return got_x, got_d, table_np[ids_np], want_d, op_types
 
 
-@pytest.mark.parametrize("mesh_shape,layout", [
-    ("", ""),                         # one device
-    ("b:2", "batch:b"),               # data parallel: each slice's row sums are all-reduced
-    ("b:2;m:2", "batch:b;d_model:m"),  # and the rows split over a second axis
+@pytest.mark.parametrize("mesh_shape,layout,unset", [
+    ("", "", False),                         # one device
+    ("", "", True),                          # the model's layout and mesh shape left None
+    ("b:2", "batch:b", False),               # data parallel: slices' row sums are all-reduced
+    ("b:2;m:2", "batch:b;d_model:m", False),  # and the rows split over a second axis
 ])
-def test_gather_rows_and_gradient_match_numpy(mesh_shape, layout):
-  got_x, got_d, want_x, want_d, op_types = _run(mesh_shape, layout)
+def test_gather_rows_and_gradient_match_numpy(mesh_shape, layout, unset):
+  got_x, got_d, want_x, want_d, op_types = _run(mesh_shape, layout, unset)
   np.testing.assert_allclose(got_x, want_x, rtol=1e-6)
   np.testing.assert_allclose(got_d, want_d, rtol=1e-5, atol=1e-6)
   assert "OneHot" not in op_types and "UnsortedSegmentSum" in op_types

@@ -65,9 +65,9 @@ class _SegmentSumRows(mtf.Operation):
 
 def _gathers(weights, vocab_dim, context):
   """True when rows can be gathered slice-wise: the vocab dim is first and not split."""
-  model = context.model
+  layout, mesh_shape = context.model.layout or "", context.model.mesh_shape or ""  # None: unset
   return (weights.shape.dims[0] == vocab_dim and weights.shape.ndims == 2 and
-          mtf.tensor_dim_to_mesh_dim_size(model.layout, model.mesh_shape, vocab_dim) == 1)
+          mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, vocab_dim) == 1)
 
 
 @gin.configurable
