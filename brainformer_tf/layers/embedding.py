@@ -19,6 +19,8 @@ import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
+from brainformer_tf.layers import layout
+
 
 class _GatherRows(mtf.Operation):
   """x[ids..., d] = E[ids, d] for a table E [vocab, d] whose vocab dim is not split."""
@@ -65,9 +67,8 @@ class _SegmentSumRows(mtf.Operation):
 
 def _gathers(weights, vocab_dim, context):
   """True when rows can be gathered slice-wise: the vocab dim is first and not split."""
-  layout, mesh_shape = context.model.layout or "", context.model.mesh_shape or ""  # None: unset
   return (weights.shape.dims[0] == vocab_dim and weights.shape.ndims == 2 and
-          mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, vocab_dim) == 1)
+          layout.split_ways(context, vocab_dim) == 1)
 
 
 @gin.configurable

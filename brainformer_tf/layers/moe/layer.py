@@ -18,6 +18,7 @@ from mesh_tensorflow.transformer import transformer
 import tensorflow.compat.v1 as tf
 
 from brainformer_tf.layers import ffn
+from brainformer_tf.layers import layout
 from brainformer_tf.layers.moe import dispatch as dispatch_lib
 from brainformer_tf.layers.moe import router
 from brainformer_tf.layers.moe import summaries
@@ -116,19 +117,19 @@ class MoE(transformer.TransformerLayer):
       raise ValueError(f"{cfg.layer_name}: gating={self.gating!r} chooses tokens among future "
                        "positions and cannot decode one token at a time; use "
                        "'expert_choice_causal' or 'top_2'")
-    layout, mesh_shape = context.model.layout or "", context.model.mesh_shape or ""
     experts_dim = mtf.Dimension("experts", self.num_experts)
-    split = mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, experts_dim)
+    split = layout.split_ways(context, experts_dim)
     if self.num_experts % split:
       raise ValueError(f"{cfg.layer_name}: num_experts={self.num_experts} is not divisible by "
                        f"the mesh dimension of size {split} that 'experts' is split over "
-                       f"(mesh_shape={mesh_shape}, layout={layout})")
+                       f"(mesh_shape={context.model.mesh_shape}, "
+                       f"layout={context.model.layout})")
 
     token_dims, model_dim = x.shape.dims[:-1], x.shape.dims[-1]
     batch_dim = token_dims[0]
     num_groups, group_size = mtf_moe._split_into_groups(  # pylint: disable=protected-access
         x.shape.size // model_dim.size, self.group_size,
-        mtf.tensor_dim_to_mesh_dim_size(layout, mesh_shape, batch_dim))
+        layout.split_ways(context, batch_dim))
     group_dim = mtf.Dimension(batch_dim.name, num_groups)
     token_dim = mtf.Dimension("group", group_size)
 
