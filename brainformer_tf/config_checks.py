@@ -152,34 +152,46 @@ def check_layers(locate, shape, rules):
   return [p for p in problems if p]
 
 
+def _referenced_configurables():
+  """Every configurable the run may call: utils.run, make_layer_stack and each @reference.
+
+  References carry their resolved configurable (full selector and function), so nothing is
+  looked up by short name: two configurables sharing a name (mesh-tf's
+  `learning_rate_schedules.product_learning_rate` and `optimize.product_learning_rate`) stay
+  apart, as in Gin itself.
+  """
+  from mesh_tensorflow.transformer import transformer  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  found = {"mesh_tensorflow.transformer.utils.run": utils.run,
+           "mesh_tensorflow.transformer.transformer.make_layer_stack":
+               transformer.make_layer_stack}
+  for value in list(gin.config._CONFIG.values()):  # pylint: disable=protected-access
+    stack = list(value.values())
+    while stack:
+      item = stack.pop()
+      if isinstance(item, gin.config.ConfigurableReference):
+        found.setdefault(item.configurable.selector, item.configurable.wrapped)
+      elif isinstance(item, (list, tuple)):
+        stack.extend(item)
+      elif isinstance(item, dict):
+        stack.extend(item.values())
+  return found
+
+
 def check_required(locate):
   """REQUIRED parameters left unbound in configurables the run will call."""
   del locate
-  roots = ["utils.run", "make_layer_stack"]  # + every configurable referenced with @
-  seen, problems = set(), []
-  for value in list(gin.config._CONFIG.values()):  # pylint: disable=protected-access
-    for v in value.values():
-      stack = [v]
-      while stack:
-        item = stack.pop()
-        if isinstance(item, gin.config.ConfigurableReference):
-          roots.append(item.configurable.name)
-        elif isinstance(item, (list, tuple)):
-          stack.extend(item)
-        elif isinstance(item, dict):
-          stack.extend(item.values())
-  for name in roots:
-    if name in seen:
-      continue
-    seen.add(name)
+  problems = []
+  for selector, fn in _referenced_configurables().items():
     try:
-      fn = gin.config._REGISTRY.get_match(name).wrapped  # pylint: disable=protected-access
       params = inspect.signature(fn).parameters
-    except (AttributeError, TypeError, ValueError):
+    except (TypeError, ValueError):
       continue
     for param, p in params.items():
-      if p.default is gin.REQUIRED and ginutil.query(f"{name}.{param}", gin.REQUIRED) is gin.REQUIRED:
-        problems.append(f"{name}.{param}: REQUIRED but not bound in any Gin file or --gin_param")
+      if (p.default is gin.REQUIRED and
+          ginutil.query(f"{selector}.{param}", gin.REQUIRED) is gin.REQUIRED):
+        problems.append(f"{selector}.{param}: REQUIRED but not bound in any Gin file or "
+                        "--gin_param")
   return problems
 
 
@@ -248,6 +260,10 @@ def _vocab_problems(locate, shape, rules, checkpoint):
     size = vocab_size()
   except (ValueError, OSError) as e:
     return [f"{_where(locate, 'vocabulary_settings.vocab_size')}: {e}"]
+  except tf.errors.OpError as e:  # e.g. a gs:// model file this machine cannot reach
+    reason = (e.message or "").strip().splitlines()[0][:200]
+    return [f"{_where(locate, 'vocabulary_settings.model_file')}: the SentencePiece model "
+            f"cannot be read here ({reason})"]
   divisor = ginutil.query("Unitransformer.vocab_divisor", 128) or 1
   padded = -(-size // divisor) * divisor
   problems.append(_split_problem(

@@ -46,3 +46,24 @@ def query(name, default=None):
 def mixture_name():
   """The mixture or task that training reads (MIXTURE_NAME in t5's dataset.gin), or None."""
   return query("mesh_train_dataset_fn.mixture_or_task_name") or query("%MIXTURE_NAME")
+
+
+def resolve_default_mesh(tpu: str = "", tpu_topology: str = "v2-8"):
+  """Binds the mesh when no Gin file did, as t5's MtfModel does; returns a note or None.
+
+  mesh-tf's defaults.gin leaves `utils.run.mesh_shape = @utils.tpu_mesh_shape()`, whose
+  `tpu_topology` is REQUIRED. A layout file (gin/layouts/) replaces it. Without one: with
+  --tpu, `tpu_topology` comes from the --tpu_topology flag unless Gin binds it; without --tpu
+  the model runs on one device (mesh_shape ""), as `MtfModel(tpu=None)` does.
+  """
+  shape = query("utils.run.mesh_shape")
+  if not (isinstance(shape, gin.config.ConfigurableReference) and
+          shape.configurable.name == "tpu_mesh_shape"):
+    return None
+  if tpu:
+    if query("utils.tpu_mesh_shape.tpu_topology", gin.REQUIRED) is gin.REQUIRED:
+      gin.bind_parameter("utils.tpu_mesh_shape.tpu_topology", tpu_topology)
+      return f"no layout file: TPU mesh from --tpu_topology={tpu_topology}"
+    return None
+  gin.bind_parameter("utils.run.mesh_shape", "")
+  return "no layout file and no --tpu: one device (add a layout from gin/layouts/ to split)"

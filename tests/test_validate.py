@@ -184,3 +184,29 @@ def test_cli_validate_and_train_report_before_building_a_graph(tmp_path):
     assert f"brainformer {command}: error: 2 problem(s) in the Gin config:" in proc.stderr
   assert outputs[0][1:] == outputs[1][1:]
   assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("*.index"))
+
+
+@pytest.mark.parametrize("gin_files", [
+    ["models/glam_tiny.gin", "train/glam.gin"],
+    ["models/brainformer1_8b_64e.gin", "train/glam.gin", "layouts/tpu_v4_512.gin"],
+])
+def test_paper_recipe_validates(gin_files):
+  # train/glam.gin binds learning_rate_schedules.product_learning_rate, a name mesh-tf's
+  # optimize module also defines: the REQUIRED check must not look it up by its short name
+  assert problems(gin_files=gin_files) == ""
+
+
+def test_no_layout_runs_on_one_device_and_tpu_takes_the_topology_flag():
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  for tpu, expected in (("", ""), ("my-tpu", "v3-8")):
+    gin.clear_config()
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["validate", "--gin_file=models/glam_tiny.gin", "--gin_file=train/glam.gin",
+                 f"--tpu={tpu}", "--tpu_topology=v3-8"])
+    train.parse_and_check(flags.FLAGS)
+    if tpu:
+      assert ginutil.query("utils.tpu_mesh_shape.tpu_topology") == expected
+      assert isinstance(ginutil.query("utils.run.mesh_shape"), gin.config.ConfigurableReference)
+    else:
+      assert ginutil.query("utils.run.mesh_shape") == expected
+  gin.clear_config()

@@ -61,10 +61,34 @@ def _parse_gin(flags_):
         f"{e}\n  project model files: {', '.join(_available_models())}") from None
 
 
-def check_mixture_or_task(name, split, sequence_length):
-  """Fails with a clear message if `name` is unknown or its `split` yields no example."""
+class DataUnavailable(errors.UsageError):
+  """The task is registered but its data cannot be read on this machine."""
+
+
+def _unprepared_tfds(task):
+  """Names of the TFDS datasets of `task` (or its subtasks) not prepared in their data dir."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  missing = []
+  for sub in seqio.get_subtasks(task):
+    source = getattr(sub, "source", None)
+    if isinstance(source, seqio.TfdsDataSource):
+      builder = source.tfds_dataset.builder
+      if not builder.is_prepared():
+        missing.append(f"{source.tfds_dataset.name} (in {builder.data_dir_root})")
+  return missing
+
+
+def check_mixture_or_task(name, split, sequence_length, read=True):
+  """Fails with a clear message if `name` is unknown or its `split` yields no example.
+
+  Raises UsageError for an unknown name or an empty split, DataUnavailable when reading fails
+  (a TFDS dataset not prepared in the data dir, an unreachable gs:// path). read=False checks
+  TFDS datasets without reading them, so nothing is downloaded (TFDS would prepare a missing
+  dataset on first read).
+  """
   import seqio  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.data import text  # pylint: disable=g-import-not-at-top
   try:
     task = seqio.get_mixture_or_task(name)
   except ValueError:
@@ -73,14 +97,31 @@ def check_mixture_or_task(name, split, sequence_length):
     raise errors.UsageError(
         f"MIXTURE_NAME={name!r} is not a registered task or mixture; this project's: "
         f"{', '.join(ours)} (see tasks/)") from None
-  with tf.Graph().as_default():
-    ds = task.get_dataset(sequence_length, split=split, shuffle=False, num_epochs=1)
-    first = tf.data.make_one_shot_iterator(ds.take(1)).get_next()
-    with tf.Session() as session:
-      try:
+  if not read:
+    missing = _unprepared_tfds(task)
+    if missing:
+      raise DataUnavailable(f"task {name!r}: TFDS dataset {', '.join(missing)} is not "
+                            "prepared; TFDS data is read from --t5_tfds_data_dir or "
+                            "TFDS_DATA_DIR (docs/tasks.md)")
+    if missing or any(isinstance(getattr(t, "source", None), seqio.TfdsDataSource)
+                      for t in seqio.get_subtasks(task)):
+      return
+  try:
+    with tf.Graph().as_default():
+      ds = task.get_dataset(sequence_length, split=split, shuffle=False, num_epochs=1)
+      first = tf.data.make_one_shot_iterator(ds.take(1)).get_next()
+      with tf.Session() as session:
         session.run(first)
-      except tf.errors.OutOfRangeError:
-        raise errors.UsageError(f"task {name!r} has no examples in split {split!r}") from None
+  except tf.errors.OutOfRangeError:
+    raise errors.UsageError(f"task {name!r} has no examples in split {split!r}") from None
+  except (errors.UsageError, text.CorpusError):
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (any reader failure: one line)
+    reason = (str(e).strip().splitlines() or [""])[0][:200]
+    raise DataUnavailable(
+        f"task {name!r}: the {split!r} split cannot be read here ({type(e).__name__}: "
+        f"{reason}); TFDS data is read from --t5_tfds_data_dir or TFDS_DATA_DIR "
+        "(docs/tasks.md)") from None
 
 
 def check_config(flags_):
@@ -98,6 +139,12 @@ def parse_and_check(flags_):
   from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
   ginutil.add_search_paths()
   _parse_gin(flags_)
+  from brainformer_tf import config_checks  # pylint: disable=g-import-not-at-top
+  locate = config_checks.Locator(flags_.gin_file or [], flags_.gin_param or [])
+  note = None if locate("utils.run.mesh_shape") else ginutil.resolve_default_mesh(
+      flags_.tpu, flags_.tpu_topology)
+  if note:
+    print(f"brainformer: {note}", flush=True)
   check_config(flags_)
 
 
@@ -118,7 +165,14 @@ def prepare(flags_, for_training=True):
   parse_and_check(flags_)
   name = ginutil.mixture_name()
   if name and ginutil.query("utils.run.mode", "train") == "train":
-    check_mixture_or_task(name, "train", gin.query_parameter("utils.run.sequence_length"))
+    try:
+      check_mixture_or_task(name, "train", gin.query_parameter("utils.run.sequence_length"),
+                            read=for_training)
+    except DataUnavailable as e:
+      if for_training:
+        raise
+      print(f"brainformer: note: {e} (train will stop there unless it runs where the data is)",
+            flush=True)
   if for_training:
     gin.bind_parameter("run.vocabulary", mesh_transformer.get_vocabulary())
     nan_guard.install()
