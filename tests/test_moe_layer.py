@@ -35,7 +35,7 @@ def test_expert_choice_matches_equations_1_to_4(dispatch, group_size, activation
                 activation=activation, dispatch=dispatch)
   k = round(2.0 * group_size / E)
   expected, _ = ref.expert_choice(x, run.variables, group_size=group_size, k=k,
-                                  activation=activation,
+                                  activation=activation, capacity_factor=2.0,
                                   real=None if seq is None else (seq > 0).astype(float))
   np.testing.assert_allclose(run.y, expected, rtol=1e-4, atol=1e-5)
   assert run.losses == []  # no auxiliary loss by default
@@ -49,7 +49,7 @@ def test_top_2_drops_exactly_the_reference_tokens(dispatch):
   run, layer = _run(x, seq, gating="top_2", capacity_factor=1.0, group_size=2 * L,
                     dispatch=dispatch, aux_loss_coef=0.01)
   expected, assignments, balance = ref.top_2(x, run.variables, group_size=2 * L, capacity=4,
-                                             real=(seq > 0).astype(float))
+                                             real=(seq > 0).astype(float), capacity_factor=1.0)
   assert len(assignments) < 2 * 13
   np.testing.assert_allclose(run.y, expected, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(run.losses, [0.01 * balance], rtol=1e-5)
@@ -201,3 +201,35 @@ def test_tokens_per_slot_count_matches_bincount():
   want = np.stack([np.bincount(idx[g].ravel(), weights=val[g].ravel(), minlength=tokens)
                    for g in range(groups)])
   np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("gating", ["expert_choice", "expert_choice_capped", "top_2"])
+def test_scoring_routes_each_row_alone_and_ignores_its_padding(gating):
+  """Eval mode: a row's outputs depend neither on the other rows of its batch nor on how much
+  padding follows it (padding never takes a slot nor widens capacity)."""
+  args = dict(num_experts=E, hidden_size=H, gating=gating, capacity_factor=1.0,
+              group_size=4 * L, max_experts_per_token=2.0, dykstra_lambda=0.01)
+  row = _x(11, batch=1)
+  others = [_x(12, batch=1), _x(13, batch=1) * 3]
+  first = harness.run_layer(MoE(**args), np.concatenate([row, others[0]]), mode=harness.EVAL)
+  second = harness.run_layer(MoE(**args), np.concatenate([row, others[1]]), mode=harness.EVAL,
+                             variables=first.variables)
+  np.testing.assert_allclose(first.y[0], second.y[0], rtol=1e-5, atol=1e-6)
+  # the same 5 real tokens, padded to L and to 2L, with garbage in the padding
+  real = 5
+  short = np.concatenate([row[:, :real], np.full((1, L - real, M), 7.0, np.float32)], axis=1)
+  seq_short = (np.arange(L) < real).astype(np.int32)[None]
+  long_ = np.concatenate([row[:, :real], np.full((1, 2 * L - real, M), -5.0, np.float32)], 1)
+  seq_long = (np.arange(2 * L) < real).astype(np.int32)[None]
+  a = harness.run_layer(MoE(**args), short, mode=harness.EVAL, sequence_id=seq_short,
+                        variables=first.variables)
+  b = harness.run_layer(MoE(**args), long_, mode=harness.EVAL, sequence_id=seq_long,
+                        variables=first.variables)
+  np.testing.assert_allclose(a.y[0, :real], b.y[0, :real], rtol=1e-5, atol=1e-6)
+  if gating != "expert_choice_capped":  # the capped LP's own reference is tested above
+    reference = ref.expert_choice if gating == "expert_choice" else ref.top_2
+    kwargs = (dict(k=round(1.0 * L / E)) if gating == "expert_choice"
+              else dict(capacity=round(1.0 * L / E)))
+    expected = reference(short, first.variables, group_size=L, real=seq_short.astype(float),
+                         capacity_factor=1.0, **kwargs)[0]
+    np.testing.assert_allclose(a.y[0, :real], expected[0, :real], rtol=1e-4, atol=1e-5)

@@ -37,17 +37,29 @@ def combine(xg, assignments, variables, activation, shape):
   return y.reshape(shape)
 
 
-def expert_choice(x, variables, *, group_size, k, activation="relu", real=None, key=None):
+def real_capacity(capacity, n_real, capacity_factor, num_experts):
+  """Slots of a group holding n_real real tokens: round(cf * n / E) (half up), at least 1 if
+  n > 0, at most the static capacity (None: the static capacity)."""
+  if capacity_factor is None:
+    return capacity
+  rounded = int(np.floor(capacity_factor * n_real / num_experts + 0.5))
+  return min(capacity, max(rounded, min(int(n_real), 1)))
+
+
+def expert_choice(x, variables, *, group_size, k, activation="relu", real=None, key=None,
+                  capacity_factor=None):
   """EC eq. 1-4: each expert e takes the k tokens of its group with the largest key (default
-  S[:, e]); output weighted by S. Returns (y, list of (g, s, e, gate))."""
+  S[:, e]); output weighted by S. With capacity_factor, k follows the group's real tokens
+  (real_capacity). Returns (y, list of (g, s, e, gate))."""
   xg, s = router_scores(x, variables, group_size)
   real = np.ones(s.shape[:2]) if real is None else groups(real, group_size)
   key = s if key is None else key
   assignments = []
   for g in range(s.shape[0]):
+    k_g = real_capacity(k, real[g].sum(), capacity_factor, s.shape[2])
     for e in range(s.shape[2]):
       order = sorted(range(s.shape[1]), key=lambda t: (-real[g, t], -key[g, t, e]))
-      assignments += [(g, t, e, s[g, t, e]) for t in order[:k] if real[g, t]]
+      assignments += [(g, t, e, s[g, t, e]) for t in order[:k_g] if real[g, t]]
   return combine(xg, assignments, variables, activation, x.shape), assignments
 
 
@@ -82,9 +94,11 @@ def capped_lp(scores, k, b, lam=1e-3, iterations=100):
   return np.exp(log_a)
 
 
-def top_2(x, variables, *, group_size, capacity, activation="relu", real=None):
+def top_2(x, variables, *, group_size, capacity, activation="relu", real=None,
+          capacity_factor=None):
   """GShard top-2: first choices served in group order, then second choices, each while the
-  expert has < capacity tokens. Returns (y, assignments, balance loss)."""
+  expert has < capacity tokens (with capacity_factor: real_capacity of the group). Returns
+  (y, assignments, balance loss)."""
   xg, s = router_scores(x, variables, group_size)
   real = np.ones(s.shape[:2]) if real is None else groups(real, group_size)
   assignments, losses = [], []
@@ -92,10 +106,11 @@ def top_2(x, variables, *, group_size, capacity, activation="relu", real=None):
     ranked = np.argsort(-s[g], axis=1, kind="stable")
     first, second = ranked[:, 0], ranked[:, 1]
     load = np.zeros(s.shape[2])
+    cap = real_capacity(capacity, real[g].sum(), capacity_factor, s.shape[2])
     for choice in (first, second):
       for t in range(s.shape[1]):
         e = choice[t]
-        if real[g, t] and load[e] < capacity:
+        if real[g, t] and load[e] < cap:
           load[e] += 1
           g1, g2 = s[g, t, first[t]], s[g, t, second[t]]
           assignments.append((g, t, e, s[g, t, e] / (g1 + g2)))
@@ -139,3 +154,11 @@ def test_capped_lp_reference_splits_a_contested_token():
                              [[1, 0], [0, 1], [0, 0], [0, 0]], atol=2e-3)
   np.testing.assert_allclose(capped_lp(scores, k=1, b=2.0, lam=0.01, iterations=1000),
                              [[1, 1], [0, 0], [0, 0], [0, 0]], atol=1e-3)
+
+
+def test_real_capacity_rounds_half_up_and_keeps_one_slot():
+  assert real_capacity(8, 13, 1.0, 4) == 3      # 3.25
+  assert real_capacity(8, 14, 1.0, 4) == 4      # 3.5 rounds up
+  assert real_capacity(8, 1, 1.0, 4) == 1       # 0.25 -> at least one slot
+  assert real_capacity(8, 0, 1.0, 4) == 0       # an all-padding group gets none
+  assert real_capacity(4, 32, 1.0, 4) == 4      # never above the static capacity

@@ -37,7 +37,10 @@ class MoE(transformer.TransformerLayer):
       "expert_choice_causal" (threshold expert choice, causal), "top_2" (GShard/GLaM).
     capacity_factor: cf; every expert has round(cf * S / E) slots per group (= EC's k), so
       cf is the average number of experts per token (GLaM top-2 with 2S/E slots: cf = 2).
-    group_size: maximum tokens S per routing group.
+    group_size: maximum tokens S per routing group in training. When scoring (eval and
+      score modes) every sequence is its own group, so a row's scores never depend on the
+      other rows of its batch; capacity always follows a group's real (non-padding) tokens
+      (router.real_capacity_mask).
     dispatch: "gather" (index-based, fast at small widths) or "einsum" (one-hot, mesh-tf).
     router_z_loss: coefficient of the ST-MoE router z-loss (0 = off; the paper is silent).
     aux_loss_coef: top-2 load-balancing loss coefficient (GLaM: 0.01); EC has none.
@@ -127,9 +130,13 @@ class MoE(transformer.TransformerLayer):
 
     token_dims, model_dim = x.shape.dims[:-1], x.shape.dims[-1]
     batch_dim = token_dims[0]
-    num_groups, group_size = mtf_moe._split_into_groups(  # pylint: disable=protected-access
-        x.shape.size // model_dim.size, self.group_size,
-        layout.split_ways(context, batch_dim))
+    if context.train or incremental:
+      num_groups, group_size = mtf_moe._split_into_groups(  # pylint: disable=protected-access
+          x.shape.size // model_dim.size, self.group_size,
+          layout.split_ways(context, batch_dim))
+    else:  # scoring: each sequence is its own routing group (see the class docstring)
+      group_size = context.length_dim.size
+      num_groups = x.shape.size // model_dim.size // group_size
     group_dim = mtf.Dimension(batch_dim.name, num_groups)
     token_dim = mtf.Dimension("group", group_size)
 

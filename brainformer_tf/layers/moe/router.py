@@ -80,6 +80,22 @@ def num_slots(capacity_factor: float, group_size: int, num_experts: int,
   return slots
 
 
+def real_capacity_mask(r: RouterInputs, capacity_factor: float,
+                       capacity_dim: mtf.Dimension) -> mtf.Tensor:
+  """[G, 1, C] 1 for the slots a group's real tokens are entitled to, 0 beyond.
+
+  Capacity follows the group's real tokens n_g, not its padded size S: slot c is open iff
+  c < max(round(cf * n_g / E), min(n_g, 1)). Padding thus neither takes slots (it is never
+  selected) nor grants extra slots to real tokens, and a sequence scores the same whatever
+  padding its batch holds. With no padding (packed training) every slot is open.
+  """
+  n = mtf.reduce_sum(r.real, reduced_dim=r.token_dim)                     # [G]
+  slot = mtf.range(r.scores.mesh, capacity_dim, tf.float32)
+  # c < round(y) = floor(y + 0.5)  <=>  c + 1 <= y + 0.5 for an integer c
+  rounded = mtf.less_equal(slot + 1.0, n * (capacity_factor / r.expert_dim.size) + 0.5)
+  return mtf.to_float(mtf.logical_or(rounded, mtf.less(slot, mtf.minimum(n, 1.0))))
+
+
 def _selection_scores(r: RouterInputs, scores: mtf.Tensor) -> mtf.Tensor:
   """Scores without gradient, with padding below every real score (scores are >= 0)."""
   return mtf.stop_gradient(scores) * r.real - (1.0 - r.real)
@@ -98,7 +114,9 @@ def expert_choice(r: RouterInputs, cfg: RouterConfig) -> Routing:
   """EC eq. 1-4: G, I = TopK(S^T, k) over the group's tokens, k = round(cf * S / E)."""
   k = num_slots(cfg.capacity_factor, r.token_dim.size, r.expert_dim.size, cfg)
   _, indices = _top_k_tokens(r, _selection_scores(r, r.scores), k)
-  return Routing(indices=indices, valid=_real_at(r, indices), gates=r.scores)
+  valid = _real_at(r, indices) * real_capacity_mask(r, cfg.capacity_factor,
+                                                    indices.shape.dims[-1])
+  return Routing(indices=indices, valid=valid, gates=r.scores)
 
 
 def expert_choice_capped(r: RouterInputs, cfg: RouterConfig) -> Routing:
@@ -110,33 +128,41 @@ def expert_choice_capped(r: RouterInputs, cfg: RouterConfig) -> Routing:
   """
   k = num_slots(cfg.capacity_factor, r.token_dim.size, r.expert_dim.size, cfg)
   b = min(cfg.max_experts_per_token, r.expert_dim.size)
-  lam, iterations = cfg.dykstra_lambda, cfg.dykstra_iterations
-  log_a = mtf.slicewise(lambda s, m: dykstra_lp(s, m, k, b, lam, iterations),
+  lam, iterations, cf = cfg.dykstra_lambda, cfg.dykstra_iterations, cfg.capacity_factor
+  log_a = mtf.slicewise(lambda s, m: dykstra_lp(s, m, k, b, lam, iterations, cf),
                         [_selection_scores(r, r.scores), r.real], output_shape=r.scores.shape,
                         splittable_dims=r.scores.shape.dims[:1], grad_function=0,
                         name="capped_lp")
   _, indices = _top_k_tokens(r, log_a, k)
-  return Routing(indices=indices, valid=_real_at(r, indices), gates=r.scores,
+  valid = _real_at(r, indices) * real_capacity_mask(r, cfg.capacity_factor,
+                                                    indices.shape.dims[-1])
+  return Routing(indices=indices, valid=valid, gates=r.scores,
                  extras={"lp_solution": mtf.exp(log_a)})
 
 
-def dykstra_lp(scores, real, k, b, lam, iterations):
+def dykstra_lp(scores, real, k, b, lam, iterations, capacity_factor=None):
   """tf: log A [g, S, E] solving the capped LP for scores [g, S, E], real [g, S].
 
-  A = argmin KL(A || exp(S / lambda)) over C1 = {column sums k, A <= 1} and
+  A = argmin KL(A || exp(S / lambda)) over C1 = {column sums k_g, A <= 1} and
   C2 = {row sums <= b, A <= 1}; Dykstra alternates exact KL projections onto C1 and C2 with
   correction terms (in log space: y = a + q; a = P(y); q = y - a). Each projection is
   a = min(0, y + mu) with the shift mu found by water-filling over the sorted values. Padding
-  scores are pushed to -1 / lambda.
+  scores are pushed to -1 / lambda. k_g = k, or with capacity_factor the group's share of its
+  real tokens n_g (min(k, max(round(cf * n_g / E), min(n_g, 1))), as real_capacity_mask).
   """
   log_a0 = (scores * real[:, :, None] - (1.0 - real[:, :, None])) / lam
+  total = k
+  if capacity_factor is not None:
+    n = tf.reduce_sum(real, axis=1)
+    rounded = tf.floor(n * (capacity_factor / scores.shape.as_list()[-1]) + 0.5)
+    total = tf.minimum(float(k), tf.maximum(rounded, tf.minimum(n, 1.0)))[:, None, None]
 
   def step(i, log_a, q1, q2):
     y = log_a + q1
-    log_a = _cap_projection(y, k, axis=1, inequality=False)
+    log_a = _cap_projection(y, total, k, axis=1, inequality=False)
     q1 = y - log_a
     y = log_a + q2
-    log_a = _cap_projection(y, b, axis=2, inequality=True)
+    log_a = _cap_projection(y, b, b, axis=2, inequality=True)
     return i + 1, log_a, q1, y - log_a
 
   zeros = tf.zeros_like(log_a0)
@@ -145,19 +171,25 @@ def dykstra_lp(scores, real, k, b, lam, iterations):
   return log_a
 
 
-def _cap_projection(y, total, axis, inequality):
-  """KL projection of exp(y) onto {sum over axis (=, or <= if inequality) total, A <= 1}."""
+def _cap_projection(y, total, max_total, axis, inequality):
+  """KL projection of exp(y) onto {sum over axis (=, or <= if inequality) total, A <= 1}.
+
+  total: a number, or a tensor broadcasting against y with `axis` moved last ([g, 1, 1] per
+  group), at most max_total (a number).
+  """
   y_last = tf.transpose(y, [0, 2, 1]) if axis == 1 else y
   n = y_last.shape.as_list()[-1]
-  if total >= n:          # the sum constraint cannot bind
+  if not tf.is_tensor(total) and total >= n:       # the sum constraint cannot bind
     return tf.minimum(y, 0.0)
   ys = tf.sort(y_last, axis=-1, direction="DESCENDING")
   tail_lse = tf.math.cumulative_logsumexp(ys, axis=-1, reverse=True)
-  saturated = tf.range(int(math.ceil(total)), dtype=y.dtype)       # m = entries at 1
-  mu = tf.math.log(total - saturated) - tail_lse[..., :saturated.shape[0]]
-  fits = tf.cast(ys[..., :saturated.shape[0]] + mu <= 0.0, tf.int32)
-  mu = tf.gather(mu, tf.argmax(fits, axis=-1, output_type=tf.int32)[..., None],
-                 batch_dims=2)                                     # smallest m that fits
+  m = min(int(math.ceil(max_total)), n)
+  saturated = tf.range(m, dtype=y.dtype)                            # entries at 1
+  mu = tf.math.log(tf.maximum(total - saturated, 1e-30)) - tail_lse[..., :m]
+  fits = tf.logical_and(ys[..., :m] + mu <= 0.0, saturated < total)
+  first = tf.argmax(tf.cast(fits, tf.int32), axis=-1, output_type=tf.int32)[..., None]
+  mu = tf.where(tf.reduce_any(fits, axis=-1, keepdims=True),        # smallest m that fits
+                tf.gather(mu, first, batch_dims=2), tf.fill(tf.shape(first), 1e9))
   if inequality:
     mu = tf.minimum(mu, 0.0)
   if axis == 1:
@@ -185,8 +217,10 @@ def top_2(r: RouterInputs, cfg: RouterConfig) -> Routing:
   mask_1, mask_2 = one_hot_1 * r.real, one_hot_2 * keep_2
   slots = r.token_dim.size if r.incremental else num_slots(
       cfg.capacity_factor, r.token_dim.size, experts.size, cfg, what="expert capacity")
-  indices, valid, _ = dispatch_lib.assign_slots(
-      [mask_1, mask_2], mtf.Dimension("expert_capacity", slots))
+  capacity_dim = mtf.Dimension("expert_capacity", slots)
+  indices, valid, _ = dispatch_lib.assign_slots([mask_1, mask_2], capacity_dim)
+  if not r.incremental:
+    valid *= real_capacity_mask(r, cfg.capacity_factor, capacity_dim)
   gates = (gate_1 * one_hot_1 + gate_2 * one_hot_2) / denom
   aux = cfg.aux_loss_coef * load_balance_loss(mask_1, r.scores, r.real)
   return Routing(indices=indices, valid=valid, gates=gates,
