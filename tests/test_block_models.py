@@ -140,7 +140,7 @@ def test_glam_block_equals_glam_layer_list():
     ("primer_tiny.gin", "af" * 4, {"MultiDConvHeadAttention", "DenseFFN"}),
     ("glam_block_tiny.gin", "afag" * 2, {"SelfAttention", "DenseFFN", "MoE"}),
     ("brainformer1_tiny.gin", "agfagfgf" * 2, {"SelfAttention", "DenseFFN", "MoE"}),
-    ("brainformer2_tiny.gin", "agfagfgf" * 2, {"SelfAttention", "DenseFFN", "MoE"}),
+    ("brainformer2_tiny.gin", "agfagggg" * 2, {"SelfAttention", "DenseFFN", "MoE"}),
 ])
 def test_block_model_files_build(gin_file, letters, classes):
   run = run_lm([f"models/{gin_file}"], _tokens(batch=2, length=16))
@@ -160,13 +160,19 @@ def _stack_layers(gin_file):
     gin.clear_config()
 
 
-def test_brainformer2_only_changes_the_capacity_factor():
+def test_brainformer2_turns_block1s_last_two_ffns_into_ec_c2_moe_layers():
+  """Block 2 (docs/zoo.md): a g f a g g g g, expert choice c = 2, Block 1's widths."""
   one, two = _stack_layers("brainformer1_tiny.gin"), _stack_layers("brainformer2_tiny.gin")
-  assert [type(a) for a in one] == [type(b) for b in two]
-  moes = [(a, b) for a, b in zip(one, two) if type(a).__name__ == "MoE"]
-  assert len(moes) == 6
-  assert {(a.gating, a.capacity_factor, b.gating, b.capacity_factor) for a, b in moes} == {
-      ("expert_choice", 1.0, "expert_choice", 2.0)}
+  kinds = {"SelfAttention": "a", "DenseFFN": "f", "MoE": "g"}
+  assert "".join(kinds[type(l).__name__] for l in two) == "agfagggg" * 2
+  moes = [l for l in two if type(l).__name__ == "MoE"]
+  assert len(moes) == 10
+  assert {(l.gating, l.capacity_factor, l.hidden_size, l.num_experts, l.activation)
+          for l in moes} == {("expert_choice", 2.0, 128, 8, "gated_gelu")}
+  block1_moe = next(l for l in one if type(l).__name__ == "MoE")
+  assert (block1_moe.hidden_size, block1_moe.num_experts) == (128, 8)
+  assert {(l.hidden_size, l.activation) for l in one + two if type(l).__name__ == "DenseFFN"
+          } == {(128, "gated_gelu")}
 
 
 def test_brainformer1_tiny_trains_and_loss_falls():

@@ -1,0 +1,1 @@
+"""Analyses of the model zoo against the papers (parameter fits, accounting)."""
