@@ -5,10 +5,13 @@ S = softmax(X W_g) over experts, in float32) to a `Routing` (indices/valid slots
 dispatch.py, the gate tensor the combine weights are read from, auxiliary loss, variable
 updates). One small function per gating; dispatch, experts and combine are shared.
 
-Capacity convention (both gatings): with group size S, E experts and capacity factor cf,
-each expert has round(cf * S / E) slots for all of its assignments together (mesh-tf,
-Flaxformer, Praxis). For expert choice this is the EC paper's k = n*c/e, so cf is the average
-number of experts per token; GLaM/GShard top-2 with 2S/E slots is cf = 2.
+Capacity convention (all gatings, num_slots): with group size S, E experts and capacity
+factor cf, each expert has round(cf * S / E) slots (half up, at most S) for all of its
+assignments together. For expert choice this is the EC paper's k = n*c/e, so cf is the average
+number of experts per token; GLaM/GShard top-2 with 2S/E slots is cf = 2. Other codebases
+round differently and add a floor: mesh-tf's MoE1D max(min(S, floor(cf*S/E)), 4) (moe.py,
+min_expert_capacity = 4); Flaxformer's MoeLayer max(round(cf*S/E), 4) (Python round, half to
+even); Praxis's top2_gating_on_logits floor(cf*S/E) rounded up to a multiple of 4.
 
 Dims: G groups (named like the batch dim), S "group", E "expert_unsplit", C "expert_capacity".
 """
