@@ -71,9 +71,13 @@ class Routing:
 
 
 def num_slots(capacity_factor: float, group_size: int, num_experts: int,
-              cfg: RouterConfig, what: str = "k") -> int:
-  """round(cf * S / E), at most S; 0 is an error naming the layer and its parameters."""
+              cfg: RouterConfig, what: str = "k", train: bool = True) -> int:
+  """round(cf * S / E), at most S. In training 0 is an error naming the layer and its
+  parameters; when scoring (each sequence its own group, possibly a short one) at least 1,
+  and real_capacity_mask closes what a group's real tokens are not entitled to."""
   slots = min(group_size, int(math.floor(capacity_factor * group_size / num_experts + 0.5)))
+  if slots < 1 and not train:
+    return 1
   if slots < 1:
     raise ValueError(
         f"{cfg.layer_name}: capacity_factor={capacity_factor} with a routing group of "
@@ -115,7 +119,7 @@ def _real_at(r: RouterInputs, indices: mtf.Tensor) -> mtf.Tensor:
 
 def expert_choice(r: RouterInputs, cfg: RouterConfig) -> Routing:
   """EC eq. 1-4: G, I = TopK(S^T, k) over the group's tokens, k = round(cf * S / E)."""
-  k = num_slots(cfg.capacity_factor, r.token_dim.size, r.expert_dim.size, cfg)
+  k = num_slots(cfg.capacity_factor, r.token_dim.size, r.expert_dim.size, cfg, train=r.train)
   _, indices = _top_k_tokens(r, _selection_scores(r, r.scores), k)
   valid = _real_at(r, indices) * real_capacity_mask(r, cfg.capacity_factor,
                                                     indices.shape.dims[-1])
@@ -129,7 +133,7 @@ def expert_choice_capped(r: RouterInputs, cfg: RouterConfig) -> Routing:
 
   solved by Dykstra's algorithm with KL projections (see dykstra_lp). Gates stay S.
   """
-  k = num_slots(cfg.capacity_factor, r.token_dim.size, r.expert_dim.size, cfg)
+  k = num_slots(cfg.capacity_factor, r.token_dim.size, r.expert_dim.size, cfg, train=r.train)
   b = min(cfg.max_experts_per_token, r.expert_dim.size)
   lam, iterations, cf = cfg.dykstra_lambda, cfg.dykstra_iterations, cfg.capacity_factor
   log_a = mtf.slicewise(lambda s, m: dykstra_lp(s, m, k, b, lam, iterations, cf),
@@ -219,7 +223,8 @@ def top_2(r: RouterInputs, cfg: RouterConfig) -> Routing:
     keep_2 *= mtf.to_float(mtf.less(uniform, 2.0 * gate_2 / denom))
   mask_1, mask_2 = one_hot_1 * r.real, one_hot_2 * keep_2
   slots = r.token_dim.size if r.incremental else num_slots(
-      cfg.capacity_factor, r.token_dim.size, experts.size, cfg, what="expert capacity")
+      cfg.capacity_factor, r.token_dim.size, experts.size, cfg, what="expert capacity",
+      train=r.train)
   capacity_dim = mtf.Dimension("expert_capacity", slots)
   indices, valid, _ = dispatch_lib.assign_slots([mask_1, mask_2], capacity_dim)
   if not r.incremental:
