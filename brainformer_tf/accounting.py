@@ -157,8 +157,14 @@ def _shape_only_variable(next_creator, **kwargs):
 
 
 def count_current_config(sequence_length: Optional[int] = None,
-                         vocab_size: int = DEFAULT_VOCAB_SIZE) -> Counts:
-  """Builds the currently parsed Gin model symbolically and counts it (see module doc)."""
+                         vocab_size: int = DEFAULT_VOCAB_SIZE, mesh_shape: str = "",
+                         layout_rules: str = "") -> Counts:
+  """Builds the currently parsed Gin model symbolically and counts it (see module doc).
+
+  mesh_shape / layout_rules: build as laid out on that mesh (e.g. the Gin config's
+  utils.run.mesh_shape); the batch is rounded up to a multiple of its batch split. Counts do
+  not depend on them.
+  """
   tf = _imports()
   import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
   from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
@@ -169,15 +175,19 @@ def count_current_config(sequence_length: Optional[int] = None,
     raise AccountingError(f"utils.run.model_type={model_type!r}: only decoder-only models "
                           "('lm', 'delimited_lm') are counted")
   seq_len = _sequence_length(sequence_length)
+  mesh_shape = mtf.convert_to_shape(mesh_shape)
+  layout_rules = mtf.convert_to_layout_rules(layout_rules)
+  split = mtf.tensor_dim_to_mesh_dim_size(layout_rules, mesh_shape,
+                                          mtf.Dimension("batch", _BUILD_BATCH))
+  batch = -(-_BUILD_BATCH // split) * split
   with tf.Graph().as_default(), tf.variable_creator_scope(_shape_only_variable):
     graph = mtf.Graph()
     mesh = mtf.Mesh(graph, "mesh")
     try:
       model = utils.build_model(model_type="lm", input_vocab_size=vocab_size,
-                                output_vocab_size=vocab_size,
-                                layout_rules=mtf.convert_to_layout_rules(""),
-                                mesh_shape=mtf.convert_to_shape(""))
-      shape = mtf.Shape([mtf.Dimension("batch", _BUILD_BATCH),
+                                output_vocab_size=vocab_size, layout_rules=layout_rules,
+                                mesh_shape=mesh_shape)
+      shape = mtf.Shape([mtf.Dimension("batch", batch),
                          mtf.Dimension("length", _BUILD_LENGTH)])
       tokens = mtf.zeros(mesh, shape, tf.int32)
       model.call_simple(inputs=tokens, targets=tokens, compute_loss=True,

@@ -66,8 +66,12 @@ def _where(locate, param):
   return f"{locate(param)}: {param}" if locate(param) else param
 
 
-def _mesh(locate):
-  """(mesh_shape, layout_rules, problems); shape None when computed (e.g. @tpu_mesh_shape())."""
+def _mesh(locate, tpu=False):
+  """(mesh_shape, layout_rules, problems); shape None when computed (e.g. @tpu_mesh_shape()).
+
+  tpu: the run places the mesh by the TPU device assignment (mesh-tf's SimdMeshImpl ignores
+  `utils.run.mesh_devices`), so a device list left by a CPU recipe is not a problem there.
+  """
   problems, shape, rules = [], None, mtf.convert_to_layout_rules("")
   mesh_shape = ginutil.query("utils.run.mesh_shape")
   layout = ginutil.query("utils.run.layout_rules")
@@ -84,7 +88,7 @@ def _mesh(locate):
       problems.append(f"{_where(locate, 'utils.run.layout_rules')} = {layout!r} is not a list "
                       f"of tensor_dim:mesh_dim pairs ({e})")
   devices = ginutil.query("utils.run.mesh_devices")
-  if shape is not None and devices and len(devices) != max(shape.size, 1):
+  if not tpu and shape is not None and devices and len(devices) != max(shape.size, 1):
     problems.append(f"{_where(locate, 'utils.run.mesh_devices')} lists {len(devices)} devices "
                     f"but utils.run.mesh_shape = {mesh_shape!r} has {shape.size}")
   return shape, rules, problems
@@ -310,13 +314,17 @@ def check_block_spec(locate, shape, rules):
 CHECKS = []
 
 
-def check(locate, model_dir=None):
-  """All problems found in the parsed Gin config (empty list: fine)."""
+def check(locate, model_dir=None, tpu=False):
+  """All problems found in the parsed Gin config (empty list: fine).
+
+  tpu: the run goes to a TPU (--tpu): the mesh is placed there, `mesh_devices` is ignored and
+  nothing is compared with this machine's devices (none of the checks look at local devices).
+  """
   try:
     checkpoint = tf.train.latest_checkpoint(model_dir) if model_dir else None
   except Exception:  # pylint: disable=broad-except  (a damaged state file: recovered at start)
     checkpoint = None
-  shape, rules, problems = _mesh(locate)
+  shape, rules, problems = _mesh(locate, tpu)
   problems += check_required(locate)
   problems += check_layers(locate, shape, rules)
   problems += check_sizes(locate, shape, rules, checkpoint)

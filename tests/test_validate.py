@@ -26,18 +26,23 @@ def line_of(path, prefix):
     return next(n for n, line in enumerate(f, 1) if line.startswith(prefix))
 
 
-def problems(*params, gin_files=GLAM, model_dir=""):
-  """The UsageError text from parsing + checking like `brainformer train` ("" if fine)."""
+def problems(*params, gin_files=GLAM, model_dir="", extra_flags=(), keep_config=False):
+  """The UsageError text from parsing + checking like `brainformer train` ("" if fine).
+
+  extra_flags: more command-line flags (e.g. "--tpu=name"); keep_config: leave the parsed Gin
+  config in place for the caller (e.g. to build the graph), instead of clearing it.
+  """
   gin.clear_config()
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["validate", f"--model_dir={model_dir}"] + [f"--gin_file={f}" for f in gin_files]
-              + [f"--gin_param={p}" for p in params])
+              + [f"--gin_param={p}" for p in params] + list(extra_flags))
   try:
     train.parse_and_check(flags.FLAGS)
   except errors.UsageError as e:
     return str(e)
   finally:
-    gin.clear_config()
+    if not keep_config:
+      gin.clear_config()
   return ""
 
 

@@ -128,7 +128,7 @@ def check_config(flags_):
   """Raises UsageError listing every problem config_checks finds in the parsed Gin config."""
   from brainformer_tf import config_checks  # pylint: disable=g-import-not-at-top
   locate = config_checks.Locator(flags_.gin_file or [], flags_.gin_param or [])
-  problems = config_checks.check(locate, flags_.model_dir)
+  problems = config_checks.check(locate, flags_.model_dir, tpu=bool(flags_.tpu))
   if problems:
     raise errors.UsageError(f"{len(problems)} problem(s) in the Gin config:\n  " +
                             "\n  ".join(problems))

@@ -1,12 +1,21 @@
 """`brainformer validate`: the checks `brainformer train` runs before building a graph, alone.
 
-Same flags as `brainformer train` (--gin_file, --gin_param, --model_dir, --module_import, ...);
-Gin is parsed and checked by the same code (train.prepare without binding the vocabulary or
-finalizing). Prints "config OK" and exits 0, or lists every problem found and exits 2.
+Same flags as `brainformer train` (--gin_file, --gin_param, --model_dir, --module_import, --tpu,
+...); Gin is parsed and checked by the same code (train.prepare without binding the vocabulary
+or finalizing). Prints "config OK" and exits 0, or lists every problem found and exits 2 (an
+unknown flag too, in one line).
 `--model_dir` is optional here: when given, its latest checkpoint is compared with the model.
+
+Nothing is compared with this machine's devices, so a layout for more devices than it has (a
+TPU slice, 8 GPUs) is checked here as well: mesh shape and layout rules, every split dimension
+against its mesh dimension, the batch. `utils.run.mesh_devices` must list one device per mesh
+slice, except with --tpu, where the TPU system places the mesh and mesh-tf ignores the list (a
+CPU recipe's `["cpu:0"]` under a TPU layout is fine there). Memory per device:
+`brainformer params --mesh=<layout>`.
 """
 
 import os
+import sys
 
 from brainformer_tf.cli import errors
 from brainformer_tf.cli import train
@@ -27,6 +36,15 @@ def _main(argv):
   return 0
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad flag reported in one line and exit code 2."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(errors.report(PROG, " ".join(str(e).split())))
+
+
 def run(argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
@@ -37,4 +55,4 @@ def run(argv):
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   tf.disable_v2_behavior()
   flags.FLAGS["model_dir"].default = None  # required by train, optional here
-  app.run(_main, argv=argv)
+  app.run(_main, argv=argv, flags_parser=_parse_flags)
