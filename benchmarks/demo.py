@@ -34,7 +34,7 @@ def echo_progress(name, every=100):
     match = PROGRESS_LINE.search(line.rstrip())
     if match and int(match.group(2)) % every == 0:
       print(f"  {name}: {match.group(1)}", flush=True)
-    elif "log-perplexity at step" in line:
+    elif "log-perplexity at step" in line or "leak-free log-perplexity" in line:
       print(f"  {name}: {line.strip()}", flush=True)
   return on_line
 
@@ -49,7 +49,7 @@ def compare(runs):
                  "steps_per_sec": r.get("steps_per_sec"),
                  "tokens_per_sec": (r["steps_per_sec"] * TOKENS_PER_STEP
                                     if r.get("steps_per_sec") else None),
-                 "val_loss": r.get("val_loss"),
+                 "val_loss": r.get("val_loss"), "val_kind": r.get("val_kind"),
                  "train_loss_at_common_step": (common.loss_at_step(r["curve"], common_step)
                                                if common_step else None)})
   return rows, common_step
@@ -65,7 +65,8 @@ def format_rows(rows, common_step, budget_s):
     lines.append(f"{r['model']:18s} {f(r['steps'], 'd'):>6s} {f(r['steps_per_sec'], '.3f'):>8s} "
                  f"{f(r['tokens_per_sec'], '.0f'):>9s} {f(r['val_loss'], '.4f'):>9s} "
                  f"{f(r['train_loss_at_common_step'], '.4f'):>10s}")
-  lines.append("val loss: validation log-perplexity (nats/token) after the budget; loss@N: "
+  lines.append("val loss: leak-free validation log-perplexity (nats/token) after the budget ("
+               + "; ".join(f"{r['model']}: {r['val_kind']}" for r in rows) + "); loss@N: "
                "training loss (10-step mean) at the step both models reached")
   return "\n".join(lines)
 

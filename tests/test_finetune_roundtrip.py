@@ -109,7 +109,7 @@ def test_bad_input_is_one_line_exit_2(finetuned, tmp_path):
       (["--checkpoint=" + str(root / "cb"), f"--task={TASK}",
         "--gin_file=models/dense_tiny.gin"], "model does not match checkpoint"),
       (["--checkpoint=" + str(root / "cb"), f"--task={TASK}",
-        "--gin_file=models/glam_ec_tiny.gin"], "non-causal gating 'expert_choice'"),
+        "--gin_file=models/glam_ec_tiny.gin"], "routes with non-causal expert choice"),
   ]
   for args, message in cases:
     proc = _run(["eval", f"--output_dir={tmp_path}/o"] + args, root, env, check=False)

@@ -16,6 +16,7 @@ import tensorflow.compat.v1 as tf
 
 import tasks  # pylint: disable=unused-import  (registers the LM tasks the configs name)
 from brainformer_tf import ginutil
+from brainformer_tf.blocks import causality
 from brainformer_tf.evaluation import leakfree
 
 L = 8
@@ -84,7 +85,7 @@ def test_prefix_exact_equals_the_model_run_on_each_prefix_alone(checkpoints, nam
   rows = _rows(1)
   reference = prefix_alone(checkpoints[name], rows)
   scorer = leakfree.Scorer(checkpoints[name], length=L, batch=16)
-  assert leakfree.routing_is_causal(scorer.model) == causal
+  assert causality.routing_is_causal(scorer.model) == causal
   result = leakfree.score(scorer, rows, mode="prefix")
   cols = list(POSITIONS)
   np.testing.assert_allclose(result.prefix[:, cols], reference, rtol=1e-5, atol=1e-5)
@@ -127,3 +128,22 @@ def test_gap_statistics_by_hand():
   assert gap["mean"] == pytest.approx(-0.15)             # (-0.4 - 0.8) / 8
   assert gap["se"] == pytest.approx(np.std([-0.1, -0.2], ddof=1) / np.sqrt(2))
   assert [q["mean"] for q in gap["by_quarter"]] == pytest.approx([-0.2, 0, 0, -0.4])
+
+
+@pytest.mark.parametrize("params,refused", [
+    # the gating from a block spec's own flag
+    (["blocks.block_layers.spec = 'a g[ec,c=2] f'", "num_experts = 4"], True),
+    # no gating bound anywhere: the MoE layer's default (expert choice)
+    (["blocks.block_layers.spec = 'a g f'", "num_experts = 4"], True),
+    (["blocks.block_layers.spec = 'a g[gate=expert_choice_causal] f'", "num_experts = 4"], False),
+    (["blocks.block_layers.spec = 'a g[gate=top_2] f'", "num_experts = 4"], False),
+])
+def test_eval_guard_reads_the_layers_built(params, refused):
+  from brainformer_tf.cli import errors  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.evaluation import driver  # pylint: disable=g-import-not-at-top
+  ginutil.parse_model_config(["models/dense_tiny.gin"], params)
+  if refused:
+    with pytest.raises(errors.UsageError, match="routes with non-causal expert choice"):
+      driver.check_causal(["rank"], "lm", 512)
+  else:
+    driver.check_causal(["rank"], "lm", 512)

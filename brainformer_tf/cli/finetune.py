@@ -53,9 +53,9 @@ def train_config(args):
       f"utils.run.seen_data_init_step = {step}"]
   driver.parse_gin(files, params)
   task = driver.get_task(args.task, "train")
-  driver.check_causal(args.modes.split(","))
-  checkpoint.check_compatible(prefix, "delimited_lm",
-                              task.output_features["targets"].vocabulary.vocab_size,
+  vocab_size = task.output_features["targets"].vocabulary.vocab_size
+  driver.check_causal(args.modes.split(","), "delimited_lm", vocab_size)
+  checkpoint.check_compatible(prefix, "delimited_lm", vocab_size,
                               allow_missing=checkpoint.LEARNED_IN_FINETUNE)
   return files, params
 

@@ -12,13 +12,11 @@ raises UsageError before a session runs.
 """
 
 import os
-import re
 
 from brainformer_tf.cli import errors
 from brainformer_tf.evaluation import checkpoint
 
 MODES = ("decode", "rank")
-NONCAUSAL = re.compile(r"gating\s*=\s*['\"](expert_choice|expert_choice_capped)['\"]")
 
 
 def parse_gin(config_files, gin_params):
@@ -50,14 +48,23 @@ def get_task(name, split):
   return task
 
 
-def check_causal(modes):
-  """UsageError if the model routes with non-causal expert choice (it would see the future)."""
-  import gin  # pylint: disable=g-import-not-at-top
-  match = NONCAUSAL.search(gin.config_str())
-  if match and modes:
+def check_causal(modes, model_type, vocab_size):
+  """UsageError if a layer of the model as built routes with non-causal expert choice (it would
+  see the future): a `g[ec]` spec and a BlockDefaults or MoE default count, not only Gin text.
+  (Top-2 decodes causally and its scoring-time capacity effect is small: allowed.)"""
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.blocks import causality  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.layers.moe import router  # pylint: disable=g-import-not-at-top
+  if not modes:
+    return
+  model = utils.build_model(model_type=model_type, input_vocab_size=vocab_size,
+                            output_vocab_size=vocab_size, layout_rules=None, mesh_shape="")
+  bad = causality.layers_routing_by(model, router.NON_CAUSAL_GATINGS)
+  if bad:
     raise errors.UsageError(
-        f"the model routes with non-causal gating {match.group(1)!r}: scoring and decoding "
-        "would use future tokens; fine-tune it with "
+        f"{bad[0]} of the model routes with non-causal expert choice ({len(bad)} such "
+        "layer(s)): scoring and decoding would use future tokens; use a *_causal_* model "
+        "file, or fine-tune it with "
         "--gin_param=\"blocks.BlockDefaults.gating='expert_choice_causal'\" first "
         "(docs/finetune_eval.md)")
 
@@ -71,8 +78,8 @@ def prepare(prefix, step, task_name, modes, split):
   if model_type not in ("lm", "delimited_lm"):
     raise errors.UsageError(f"utils.run.model_type={model_type!r}: only decoder-only models "
                             "('lm', 'delimited_lm') are evaluated")
-  check_causal(modes)
   vocabulary = task.output_features["targets"].vocabulary
+  check_causal(modes, model_type, vocabulary.vocab_size)
   checkpoint.check_compatible(prefix, model_type, vocabulary.vocab_size,
                               allow_missing=checkpoint.LEARNED_IN_FINETUNE)
   gin.bind_parameter("utils.run.vocabulary", vocabulary)

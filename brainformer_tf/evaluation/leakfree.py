@@ -11,7 +11,7 @@ token's score can depend on later tokens of its row. Two figures per token:
                   that pass; one pass per token, batched.
 
 For a model whose routing is causal (no MoE layer, or only `expert_choice_causal` ones;
-`routing_is_causal`) the two are equal (tests/test_leakfree.py), so one pass is run. The
+`blocks.causality`) the two are equal (tests/test_leakfree.py), so one pass is run. The
 future-information gap is whole-sequence minus prefix-exact loss, in nats/token: negative
 means the model scores better when it can see the rest of its row.
 
@@ -32,36 +32,11 @@ import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
 
 from brainformer_tf import ginutil
+from brainformer_tf.blocks import causality
 from brainformer_tf.cli import errors
 from brainformer_tf.evaluation import checkpoint
-from brainformer_tf.layers.moe import layer as moe_layer
-from brainformer_tf.layers.moe import router
 
 EOS = 1
-# Gatings whose eval-mode routing reads other tokens of the row (docs/moe.md).
-GROUP_GATINGS = router.NON_CAUSAL_GATINGS + ("top_2",)
-
-
-def noncausal_layers(model) -> List[str]:
-  """"layer i (Class, gating)" of every layer of the built model whose routing looks at the
-  rest of its row when scoring; [] when every token's score depends on earlier tokens only.
-
-  Reads the layers actually built (a `g[ec]` block spec, a Gin default, mesh-tf's own MoE1D),
-  never the Gin text.
-  """
-  found = []
-  for index, layer in enumerate(getattr(model.layer_stack, "_layers", [])):
-    name = type(layer).__name__
-    if isinstance(layer, moe_layer.MoE):
-      if layer.gating in GROUP_GATINGS:
-        found.append(f"layer {index} ({name}, gating {layer.gating!r})")
-    elif name in ("MoE1D", "MoE2D"):  # mesh-tf's: capacity-limited group routing
-      found.append(f"layer {index} ({name})")
-  return found
-
-
-def routing_is_causal(model) -> bool:
-  return not noncausal_layers(model)
 
 
 def stream_rows(token_lists: Sequence[Sequence[int]], length: int,
@@ -251,7 +226,7 @@ def score(scorer: Scorer, rows: np.ndarray, mode: str = "auto", progress=None) -
   "prefix" (always, e.g. to check a causal model), "whole" (one pass only, labelled)."""
   if mode not in ("auto", "prefix", "whole"):
     raise errors.UsageError(f"--mode={mode!r}: choose auto, prefix or whole")
-  bad = noncausal_layers(scorer.model)
+  bad = causality.noncausal_layers(scorer.model)
   whole = scorer.log_probs(rows, (rows > 0).astype(np.int32))
   prefix = None
   if mode == "prefix" or (mode == "auto" and bad):

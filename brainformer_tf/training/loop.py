@@ -12,8 +12,12 @@ dropped, run_info.json is written, and with `seed` set the graph and the data or
 """
 
 import inspect
+import json
 import math
+import os
 import random
+import subprocess
+import sys
 
 from absl import logging
 import gin
@@ -88,6 +92,29 @@ def _seeded(dataset_fn, seed):
   return seeded_dataset_fn
 
 
+def leak_free_validation(model_dir, vocabulary, split, rows, length):
+  """For a model whose routing reads its row when scoring (blocks.causality), the leak-free
+  log-perplexity of the final checkpoint on `rows` rows of `split` (`brainformer score` in a
+  subprocess: its own graph and Gin config); None for causal routing or rows = 0."""
+  from brainformer_tf.blocks import causality  # pylint: disable=g-import-not-at-top
+  model = utils.build_model(model_type="lm", input_vocab_size=vocabulary.vocab_size,
+                            output_vocab_size=vocabulary.vocab_size, layout_rules=None,
+                            mesh_shape="")
+  if not rows or causality.routing_is_causal(model):
+    return None
+  out = os.path.join(model_dir, f"leak_free_{split}.json")
+  cmd = [sys.executable, "-m", "brainformer_tf.cli.main", "score", f"--checkpoint={model_dir}",
+         f"--task={ginutil.mixture_name()}", f"--split={split}", f"--rows={rows}",
+         f"--sequence_length={length}", f"--json={out}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode:
+    print(f"leak-free validation failed: {(proc.stderr.strip().splitlines() or [''])[-1]}",
+          flush=True)
+    return None
+  with open(out) as f:
+    return json.load(f)
+
+
 def prepare_restart(model_dir, seed):
   """Recovers the newest intact checkpoint, trims the log to it, writes run_info.json."""
   step = checkpoints.recover(model_dir)
@@ -103,14 +130,18 @@ def prepare_restart(model_dir, seed):
 def train_with_progress(estimator, vocabulary, sequence_length, batch_size, train_dataset_fn,
                         train_steps, ensemble_inputs, log_every_n_steps=10,
                         final_eval_split="validation", final_eval_steps=50, seed=None,
-                        profile_every_n_steps=None, **kwargs):
+                        profile_every_n_steps=None, final_leak_free_rows=16, **kwargs):
   """Trains like `utils.train_model`, reporting progress, then validates the last checkpoint.
 
   Args (Gin): log_every_n_steps: steps between progress lines; final_eval_split: split whose
     log-perplexity is computed after training (None: skip); final_eval_steps: at most this
     many batches are evaluated; seed: graph seed (initialisers, random ops) and data shuffle
     seed, None for a random run; profile_every_n_steps: also write a TF timeline (Chrome
-    trace, model_dir/timeline-<step>.json) of every n-th step (None: no profiling).
+    trace, model_dir/timeline-<step>.json) of every n-th step (None: no profiling);
+    final_leak_free_rows: for a model whose routing reads later tokens of its row (expert
+    choice, capacity-limited top-2), also score this many rows of the split leak-free
+    (prefix-exact, `brainformer score`); 0 skips it and the whole-sequence figure stands
+    alone, labelled.
   """
   model_dir = estimator.model_dir
   prepare_restart(model_dir, seed)
@@ -134,12 +165,29 @@ def train_with_progress(estimator, vocabulary, sequence_length, batch_size, trai
     return
   results = validation_log_perplexity(estimator, ginutil.mixture_name(), vocabulary, sequence_length, batch_size,
                                       final_eval_split, final_eval_steps)
+  leak_free = leak_free_validation(model_dir, vocabulary, final_eval_split,
+                                   final_leak_free_rows, sequence_length["targets"])
   for task, (loss, step, steps) in results.items():
     progress.append_record(model_dir, {"step": step, "validation_loss": loss, "task": task,
-                                       "split": final_eval_split})
+                                       "split": final_eval_split,
+                                       "whole_sequence": leak_free is not None})
     logging.info("validation log-perplexity of %s at step %d (%s, %d batches): %.4f",
                  task, step, final_eval_split, steps, loss)
+    label = (" (whole-sequence: this model's routing reads later tokens of its row)"
+             if leak_free else "")
     print(f"{task} {final_eval_split} log-perplexity at step {step}: {loss:.4f} nats/token "
-          f"(perplexity {math.exp(loss):.1f}, {steps} batches)", flush=True)
+          f"(perplexity {math.exp(loss):.1f}, {steps} batches){label}", flush=True)
+  if leak_free:
+    gap = leak_free["future_information_gap"]
+    progress.append_record(model_dir, {
+        "step": leak_free["step"], "validation_loss_leak_free": leak_free["leak_free_log_ppl"],
+        "split": final_eval_split, "rows": leak_free["rows"],
+        "validation_loss_whole_sequence_same_rows": leak_free["whole_sequence_log_ppl"],
+        "future_information_gap": gap["mean"], "future_information_gap_se": gap["se"]})
+    print(f"{final_eval_split} leak-free log-perplexity at step {leak_free['step']}: "
+          f"{leak_free['leak_free_log_ppl']:.4f} nats/token ({leak_free['rows']} rows, "
+          f"prefix-exact; whole-sequence on the same rows "
+          f"{leak_free['whole_sequence_log_ppl']:.4f}, future-information gap "
+          f"{gap['mean']:+.4f} +- {gap['se']:.4f})", flush=True)
   progress.plot_log(model_dir)
   print(f"model dir: {model_dir}", flush=True)
