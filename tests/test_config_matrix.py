@@ -124,7 +124,7 @@ INCOMPATIBLE = (
         "at the first sub-layer, the heads)"),
     Incompatible(
         NON_CAUSAL, ("finetune/*", "eval/*"), ("*",),
-        r"non-causal gating '(expert_choice|expert_choice_capped)'",
+        r"routes with non-causal expert choice",
         "non-causal expert choice sees future tokens when scoring and decoding; fine-tune with "
         "expert_choice_causal first (docs/finetune_eval.md)",
         except_models=("*causal*",)),
@@ -159,7 +159,8 @@ def check(model, recipe, layout):
     text = problems(*params, gin_files=files, extra_flags=extra, keep_config=True)
   if not text and kind in ("finetune", "eval"):
     try:
-      driver.check_causal(["decode", "rank"])
+      model_type = "delimited_lm" if kind == "finetune" else "lm"
+      driver.check_causal(["decode", "rank"], model_type, 512)  # layers only: any vocab
     except errors.UsageError as e:
       text = str(e)
   return text
