@@ -147,3 +147,22 @@ def test_eval_guard_reads_the_layers_built(params, refused):
       driver.check_causal(["rank"], "lm", 512)
   else:
     driver.check_causal(["rank"], "lm", 512)
+
+
+@pytest.mark.parametrize("name", ["top_2", "ec"])
+def test_a_rows_scores_ignore_its_padding_and_its_batch(checkpoints, name):
+  """The shared scoring pass (Scorer, rank.score_fn): a sequence scores the same with more
+  padding after it and next to other rows (the padding is masked out of routing)."""
+  rows = _rows(3)
+  short = leakfree.Scorer(checkpoints[name], length=L, batch=3)
+  alone = short.log_probs(rows, np.ones_like(rows))
+  short.close()
+  long_ = leakfree.Scorer(checkpoints[name], length=L + 5, batch=4)
+  padded = np.concatenate([rows, np.zeros((3, 5), np.int32)], axis=1)
+  companions = np.concatenate([padded[:1], np.random.RandomState(4).randint(
+      2, 400, (3, L + 5)).astype(np.int32)])
+  got = long_.log_probs(padded, (padded > 0).astype(np.int32))
+  got_companions = long_.log_probs(companions, np.ones_like(companions) * (companions > 0))
+  long_.close()
+  np.testing.assert_allclose(got[:, :L], alone, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got_companions[0, :L], alone[0], rtol=1e-5, atol=1e-5)

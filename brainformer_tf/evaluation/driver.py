@@ -11,6 +11,7 @@ Bad input (unknown task, no checkpoint, model/checkpoint mismatch, non-causal ex
 raises UsageError before a session runs.
 """
 
+import functools
 import os
 
 from brainformer_tf.cli import errors
@@ -118,7 +119,10 @@ def run_mode(mode, model_dir, task_name, model_type, out_dir, num_examples):
   gin.bind_parameter(f"{fn}.mixture_or_task_name", task_name)
   gin.bind_parameter(f"{fn}.num_eval_examples", num_examples)
   gin.bind_parameter(f"{fn}.continue_prompt", continue_prompt)
-  utils.run(tpu_job_name=None, tpu=None, gcp_project=None, tpu_zone=None, model_dir=model_dir)
+  predict_fn = None if mode == "decode" else functools.partial(
+      rank.score_fn, delimited=model_type == "delimited_lm")
+  utils.run(tpu_job_name=None, tpu=None, gcp_project=None, tpu_zone=None, model_dir=model_dir,
+            predict_fn=predict_fn)
   return module.results()
 
 

@@ -83,6 +83,21 @@ class ScoringGraph:
   copy_to_slices: tf.Operation
 
 
+def token_log_probs(model, targets: mtf.Tensor, mask: mtf.Tensor, variable_dtype) -> mtf.Tensor:
+  """log p(targets[b, t] | ...) [batch, length] from one eval-mode pass of a Unitransformer.
+
+  mask [batch, length] int32: 1 on real tokens, 0 on padding. It is the context's sequence id,
+  so padding is kept out of attention and routing (Context.nonpadding); without it mesh-tf's
+  score mode treats padding as real tokens.
+  """
+  inputs = transformer.autoregressive_inputs(targets)
+  logits, _ = model.call_simple(inputs=inputs, targets=targets, compute_loss=False,
+                                mode=tf.estimator.ModeKeys.EVAL, variable_dtype=variable_dtype,
+                                sequence_id=mask)
+  logits = mtf.cast(logits, tf.float32)
+  return -mtf.layers.softmax_cross_entropy_with_logits(logits, targets, logits.shape.dims[-1])
+
+
 def build_graph(batch: int, length: int, vocab_size: int) -> ScoringGraph:
   """Builds and lowers the model of the parsed Gin config (eval mode, float32)."""
   tf_graph = tf.Graph()
@@ -96,15 +111,9 @@ def build_graph(batch: int, length: int, vocab_size: int) -> ScoringGraph:
     dims = mtf.Shape([mtf.Dimension("batch", batch), mtf.Dimension("length", length)])
     tokens = tf.placeholder(tf.int32, [batch, length])
     mask = tf.placeholder(tf.int32, [batch, length])
-    targets = mtf.import_tf_tensor(mesh, tokens, dims)
-    inputs = transformer.autoregressive_inputs(targets)
-    fp32 = mtf.VariableDType(tf.float32, tf.float32, tf.float32)
-    logits, _ = model.call_simple(inputs=inputs, targets=targets, compute_loss=False,
-                                  mode=tf.estimator.ModeKeys.EVAL, variable_dtype=fp32,
-                                  sequence_id=mtf.import_tf_tensor(mesh, mask, dims))
-    logits = mtf.cast(logits, tf.float32)
-    log_p = -mtf.layers.softmax_cross_entropy_with_logits(logits, targets,
-                                                          logits.shape.dims[-1])
+    log_p = token_log_probs(model, mtf.import_tf_tensor(mesh, tokens, dims),
+                            mtf.import_tf_tensor(mesh, mask, dims),
+                            mtf.VariableDType(tf.float32, tf.float32, tf.float32))
     lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
         shape, rules, [""])})
     names = {v.name for v in graph.all_variables}

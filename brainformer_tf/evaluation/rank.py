@@ -19,7 +19,9 @@ import functools
 from typing import Any, Dict, List
 
 import gin
+import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import dataset as transformer_dataset
+from mesh_tensorflow.transformer import transformer
 from mesh_tensorflow.transformer import utils
 import numpy as np
 import seqio
@@ -28,6 +30,7 @@ import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
 
 from brainformer_tf.cli import errors
+from brainformer_tf.evaluation import leakfree
 
 EOS = 1
 
@@ -124,6 +127,21 @@ def score_with_estimator(estimator, input_fn, eval_checkpoint_step, model_dir, v
   total = sum(len(p.examples) * len(p.labels) for p in _PENDING)
   return utils.score_with_estimator(estimator, input_fn, eval_checkpoint_step, model_dir,
                                     vocabulary, score_postprocess_fn, num_examples=total)
+
+
+def score_fn(model, features, variable_dtype, delimited=False):
+  """mesh-tf score-mode `predict_fn`: log p of each sequence [batch] with its padding kept out
+  of attention and routing (mesh-tf's own score mode passes no sequence id, so padding would
+  take MoE slots and a score would depend on the batch's padding). delimited: count only
+  the targets after the inputs' EOS, as mesh-tf does for "delimited_lm"."""
+  targets = features["targets"]
+  real = mtf.cast(mtf.greater(targets, 0), tf.int32)
+  log_p = leakfree.token_log_probs(model, targets, real, variable_dtype)
+  keep = mtf.cast(real, log_p.dtype)
+  if delimited:
+    keep *= mtf.cast(mtf.logical_not(transformer.delimited_lm_inputs_mask(targets)),
+                     log_p.dtype)
+  return mtf.reduce_sum(log_p * keep, reduced_dim=targets.shape.dims[-1])
 
 
 @gin.configurable(module="rank")
