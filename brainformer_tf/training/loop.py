@@ -29,6 +29,9 @@ import tensorflow.compat.v1 as tf
 import numpy as np
 
 from brainformer_tf import ginutil
+# At import (Gin parses this module): blocks registers Gin configurables, which cannot be
+# added once train has finalized the config (a lazy import failed every non-block model).
+from brainformer_tf.blocks import causality
 from brainformer_tf.training import budget
 from brainformer_tf.training import checkpoints
 from brainformer_tf.training import faults
@@ -96,7 +99,6 @@ def leak_free_validation(model_dir, vocabulary, split, rows, length):
   """For a model whose routing reads its row when scoring (blocks.causality), the leak-free
   log-perplexity of the final checkpoint on `rows` rows of `split` (`brainformer score` in a
   subprocess: its own graph and Gin config); None for causal routing or rows = 0."""
-  from brainformer_tf.blocks import causality  # pylint: disable=g-import-not-at-top
   model = utils.build_model(model_type="lm", input_vocab_size=vocabulary.vocab_size,
                             output_vocab_size=vocabulary.vocab_size, layout_rules=None,
                             mesh_shape="")
