@@ -125,8 +125,8 @@ INCOMPATIBLE = (
     Incompatible(
         NON_CAUSAL, ("finetune/*", "eval/*"), ("*",),
         r"routes with non-causal expert choice",
-        "non-causal expert choice sees future tokens when scoring and decoding; fine-tune with "
-        "expert_choice_causal first (docs/finetune_eval.md)",
+        "non-causal expert choice sees future tokens when scoring and decoding; use the "
+        "*_causal_* twin or fine-tune with expert_choice_causal first (docs/finetune_eval.md)",
         except_models=("*causal*",)),
     Incompatible(
         ("models/*_8b_64e.gin",), ("train/glam.gin",), ("layouts/tpu_v4_64.gin",),
