@@ -103,9 +103,44 @@ def scaling_targets(data):
   return out
 
 
+def table3_targets(data):
+  """Leak-free Table 3 (benchmarks.table3): BF-1 vs GLaM at equal tokens and wall-clock, and
+  the paper's ordering BF-1 < Search-w-Top2 < GLaM."""
+  out = {}
+  if not data:
+    return out
+  table, cmd = data["table"], "python -m benchmarks.table3"
+  scale = f"{data['runs']} of 20 runs"
+  bf, glam = table.get("brainformer1"), table.get("glam")
+  if bf and glam:
+    b, g = bf["wikitext2_leak_free"], glam["wikitext2_leak_free"]
+    out["bf1_leak_free_below_glam_equal_tokens"] = _entry(
+        b["mean"], g["mean"], b["mean"] < g["mean"], cmd, scale,
+        f"Brainformer-1 mini leak-free WikiText-2 test log-ppl after 2000 steps, mean of "
+        f"{b['n']} seed(s) (std {b['std']:.3f}); target = GLaM mini's ({g['n']} seed(s), std "
+        f"{g['std']:.3f})")
+    bw, gw = bf.get("equal_wallclock"), glam.get("equal_wallclock")
+    if bw and gw and bw["wikitext2_leak_free"] and gw["wikitext2_leak_free"]:
+      b, g = bw["wikitext2_leak_free"]["mean"], gw["wikitext2_leak_free"]["mean"]
+      out["bf1_leak_free_below_glam_equal_wallclock"] = _entry(
+          b, g, b < g, cmd, scale,
+          f"leak-free WikiText-2 log-ppl at {data['equal_wallclock_s']:.0f} s of idle-machine "
+          "training (interpolated between checkpoints); target = GLaM mini's")
+  search = table.get("search_top2")
+  if bf and glam and search:
+    values = [table[m]["wikitext2_leak_free"]["mean"] for m in ("brainformer1", "search_top2",
+                                                                "glam")]
+    out["table3_order_bf1_search_glam"] = _entry(
+        values[0], values[1], values[0] < values[1] < values[2], cmd, scale,
+        "leak-free WikiText-2 log-ppl means BF-1 < Search-w-Top2 < GLaM (paper Table 3): "
+        + " / ".join(f"{v:.3f}" for v in values))
+  return out
+
+
 def build():
   entries = {}
   entries.update(training_targets(_load("training_efficiency.json")))
+  entries.update(table3_targets(_load("table3/table3.json")))
   entries.update(overhead_targets(_load("moe_overhead.json")))
   entries.update(scaling_targets(_load("scaling.json")))
   return entries

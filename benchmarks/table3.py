@@ -33,6 +33,7 @@ import sys
 import time
 
 from benchmarks import common
+from benchmarks import summary
 
 RECIPE = "train/cpu_mini.gin"
 TOKENS_PER_STEP = 16 * 128
@@ -363,6 +364,8 @@ def main():
       timing(models, args, train, valid)
   _, text = report(args.results_dir)
   print(text)
+  if os.path.abspath(args.results_dir) == os.path.abspath(RESULTS):
+    summary.update()
 
 
 if __name__ == "__main__":
