@@ -1,6 +1,10 @@
 """Compatibility shims for running mesh-tensorflow 0.1.21 and t5 0.9.4 on TensorFlow 2.15.
 
 Call `apply()` before the first import of `mesh_tensorflow` or `t5.models`. It is idempotent.
+`install_import_hook()` does it for any program, the stock `t5_mesh_transformer` included:
+scripts/setup_env.sh installs it in the venv as `zz_brainformer_tf_compat.pth`, so every Python
+of the venv applies 1-2 just before mesh_tensorflow / t5.models first load and 3-4 right after
+mesh_tensorflow.transformer.utils loads (nothing is imported at start-up).
 
 1. mesh_tensorflow/tpu_variables.py calls `ops.register_tensor_conversion_function`, which
    TF 2.13+ moved to `tensor_conversion_registry` (tensorflow/mesh#392, #396; no release fix).
@@ -23,7 +27,10 @@ Call `apply()` before the first import of `mesh_tensorflow` or `t5.models`. It i
    own `Optimizer.apply_gradients` does.
 """
 
+import importlib.abc
+import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 
@@ -130,6 +137,37 @@ def _order_einsum_gradient_operands():
 
   gradient._brainformer_ordered = True  # pylint: disable=protected-access
   mtf.EinsumOperation.gradient = gradient
+
+
+class _ImportHook(importlib.abc.MetaPathFinder):
+  """Applies the shims around the first imports of mesh-tf and t5.models (see the docstring)."""
+
+  def find_spec(self, name, path, target=None):
+    del target
+    if name in ("mesh_tensorflow", "t5.models"):
+      _patch_tensor_conversion_registry()
+      _stub_hf_model_without_torch()
+    if name != "mesh_tensorflow.transformer.utils":
+      return None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is None or spec.loader is None:
+      return spec
+    exec_module = spec.loader.exec_module
+
+    def exec_then_apply(module):
+      exec_module(module)
+      apply()
+    spec.loader.exec_module = exec_then_apply
+    return spec
+
+
+def install_import_hook():
+  """Puts _ImportHook first on sys.meta_path (once); cheap: imports nothing.
+  BRAINFORMER_COMPAT_HOOK=0 in the environment leaves it out (stock behaviour)."""
+  if os.environ.get("BRAINFORMER_COMPAT_HOOK", "1") == "0":
+    return
+  if not any(isinstance(f, _ImportHook) for f in sys.meta_path):
+    sys.meta_path.insert(0, _ImportHook())
 
 
 def apply():

@@ -22,7 +22,7 @@ if [ -z "$PYTHON" ]; then
 fi
 
 stamp="$VENV/.brainformer-requirements"
-want=$(cat requirements/*.txt setup.py | sha256sum | cut -c1-16)
+want=$(cat requirements/*.txt setup.py scripts/setup_env.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -33,6 +33,14 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install -r requirements/base.txt -r requirements/test.txt
 pip install --no-deps -r requirements/nodeps.txt
 pip install --no-deps -e .
-"$VENV/bin/python" -c "from brainformer_tf import compat; compat.apply(); import mesh_tensorflow, t5.models, seqio"
+# The compat import hook for every Python of the venv, the stock t5_mesh_transformer included
+# (brainformer_tf/compat.py: mesh-tf 0.1.21 cannot be imported on TF 2.15 without it). Named
+# to sort after easy-install.pth, which puts this (editable) package on sys.path.
+"$VENV/bin/python" - <<'PY'
+import os, sysconfig
+with open(os.path.join(sysconfig.get_paths()["purelib"], "zz_brainformer_tf_compat.pth"), "w") as f:
+  f.write("import brainformer_tf.compat as c; c.install_import_hook()\n")
+PY
+"$VENV/bin/python" -c "import mesh_tensorflow, t5.models, seqio"  # through the import hook alone
 echo "$want" > "$stamp"
 echo "setup_env.sh: ready: $VENV"

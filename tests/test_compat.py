@@ -7,15 +7,32 @@ import sys
 
 
 
-def _python(code):
+def _python(code, hook=True):
+  env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
+  if not hook:
+    env["BRAINFORMER_COMPAT_HOOK"] = "0"
   return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        timeout=300, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+                        timeout=300, env=env)
 
 
 def test_mesh_tensorflow_needs_the_shim_on_this_tensorflow():
-  result = _python("import mesh_tensorflow")
+  result = _python("import mesh_tensorflow", hook=False)
   assert result.returncode != 0
   assert "register_tensor_conversion_function" in result.stderr
+
+
+def test_venv_import_hook_applies_every_shim_around_the_first_imports():
+  """scripts/setup_env.sh's zz_brainformer_tf_compat.pth: a plain `import mesh_tensorflow` works
+  (shims 1-2 ran first) and mesh-tf's utils module gets shims 3-4 once it has loaded."""
+  result = _python(
+      "import sys\n"
+      "assert 'tensorflow' not in sys.modules  # the hook itself imports nothing\n"
+      "import mesh_tensorflow as mtf, t5.models\n"
+      "from mesh_tensorflow.transformer import utils\n"
+      "from brainformer_tf import compat\n"
+      "print(type(utils.tf).__name__, mtf.EinsumOperation.gradient._brainformer_ordered)")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ["_MeshTfUtilsTf", "True"]
 
 
 def test_shim_makes_mesh_tensorflow_and_t5_models_importable():
