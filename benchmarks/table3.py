@@ -73,6 +73,17 @@ def lambada_text(run_dir):
   return path
 
 
+def logged_run(cmd, log, what, log_level="2"):
+  """Runs cmd from the repo root, appending the command and its output to `log`."""
+  with open(log, "a") as f:
+    f.write(" ".join(cmd) + "\n")
+    f.flush()
+    proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=common.ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL=log_level))
+  if proc.returncode:
+    raise RuntimeError(f"{what} failed (see {log})")
+
+
 def score(checkpoint, text_file, rows, out_json, log):
   """`brainformer score` of one checkpoint (cached in out_json)."""
   if os.path.exists(out_json):
@@ -81,13 +92,7 @@ def score(checkpoint, text_file, rows, out_json, log):
   cmd = [sys.executable, "-m", "brainformer_tf.cli.main", "score", f"--checkpoint={checkpoint}",
          f"--text_files={text_file}", f"--rows={rows}", "--sequence_length=128",
          f"--json={out_json}.tmp"]
-  with open(log, "a") as f:
-    f.write(" ".join(cmd) + "\n")
-    f.flush()
-    proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=common.ROOT,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-  if proc.returncode:
-    raise RuntimeError(f"scoring {checkpoint} failed (see {log})")
+  logged_run(cmd, log, f"scoring {checkpoint}")
   os.replace(out_json + ".tmp", out_json)
   with open(out_json) as f:
     return json.load(f)
@@ -131,13 +136,7 @@ def train_and_score(model, seed, args, train, valid, lambada):
                              "train_with_progress.log_every_n_steps = 10"])
     load = os.getloadavg()[0]
     start = time.time()
-    with open(log, "a") as f:
-      f.write(" ".join(cmd) + "\n")
-      f.flush()
-      proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=common.ROOT,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1"))
-    if proc.returncode:
-      raise RuntimeError(f"training {name} failed (see {log})")
+    logged_run(cmd, log, f"training {name}", log_level="1")
     print(f"  {name}: trained {args.steps} steps in {time.time() - start:.0f}s "
           f"(load {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
   records = common.read_log(model_dir)
