@@ -137,6 +137,7 @@ def test_markdown_renders_without_results(monkeypatch, tmp_path):
   assert summary.build() == {}
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
   """The README's main job (benchmarks.demo) at a 2 s budget: both models train, validate,
   and the table, demo.json and both plots are written."""

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: brainformer train subprocesses
+
 BIN = pathlib.Path(sys.executable).parent / "brainformer"
 TINY = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
         "--gin_param=utils.run.batch_size=('sequences_per_batch', 4)",

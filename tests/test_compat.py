@@ -4,7 +4,7 @@ import functools
 import subprocess
 import sys
 
-
+import pytest
 
 
 def _python(code, hook=True):
@@ -35,6 +35,7 @@ def test_venv_import_hook_applies_every_shim_around_the_first_imports():
   assert result.stdout.split() == ["_MeshTfUtilsTf", "True"]
 
 
+@pytest.mark.slow
 def test_shim_makes_mesh_tensorflow_and_t5_models_importable():
   result = _python(
       "from brainformer_tf import compat; compat.apply(); compat.apply()\n"
@@ -45,6 +46,7 @@ def test_shim_makes_mesh_tensorflow_and_t5_models_importable():
   assert result.stdout.split() == ["3", "MtfModel"]
 
 
+@pytest.mark.slow
 def test_hf_model_is_a_clear_import_error_without_torch():
   result = _python(
       "import importlib.util, sys\n"

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: pretrain, fine-tune and eval subprocesses
+
 CLI = [sys.executable, "-m", "brainformer_tf.cli.main"]
 TASK = "super_glue_cb_local"
 NO_DROPS = "--gin_param=MoE.capacity_factor=8.0"  # = experts of glam_tiny

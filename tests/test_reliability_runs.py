@@ -18,6 +18,8 @@ import tensorflow.compat.v1 as tf
 
 from brainformer_tf.training import progress
 
+pytestmark = pytest.mark.slow  # end to end: training runs killed and resumed
+
 STEPS = 40
 COMMON = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
           "--gin_param=utils.run.save_checkpoints_steps = 10",

@@ -11,8 +11,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from brainformer_tf.blocks import spec as spec_lib
 from brainformer_tf.search import evolution
+
+pytestmark = pytest.mark.slow  # end to end: search subprocesses
 
 # Slack wide enough that a 2 s trial on a loaded machine is not early-stopped by timing noise.
 COMMAND = ["-m", "brainformer_tf.cli.main", "search", "--space=tiny", "--trials=2",

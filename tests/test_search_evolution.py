@@ -172,6 +172,7 @@ def test_budget_hook_stops_at_the_budget_and_early_at_the_check(tmp_path):
     budget.settings(clock="sundial")
 
 
+@pytest.mark.slow
 def test_pin_cores_splits_the_available_cores_between_workers(tmp_path):
   from brainformer_tf.cli import search as search_cli  # pylint: disable=g-import-not-at-top
   assert search_cli.worker_cores(2, {3, 1, 0, 2}) == [[0, 1], [2, 3]]

@@ -175,6 +175,7 @@ def test_block_spec_errors_name_the_sublayer():
   assert "--gin_param: blocks.block_layers.spec:" in text and "1" in text and "c" in text
 
 
+@pytest.mark.slow
 def test_cli_validate_and_train_report_before_building_a_graph(tmp_path):
   """Both commands exit 2 with the same list; train writes no checkpoint."""
   args = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
