@@ -188,3 +188,16 @@ def test_pin_cores_splits_the_available_cores_between_workers(tmp_path):
   assert proc.returncode == 2
   assert f"--pin_cores: --workers={too_many} needs at least" in proc.stderr
   assert not (tmp_path / "s").exists()
+
+
+def test_trial_result_takes_the_leak_free_validation_when_there_is_one(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.search import trial  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.training import budget  # pylint: disable=g-import-not-at-top
+  (tmp_path / budget.BUDGET_FILE).write_text(json.dumps({"end": {"step": 9, "step_time": 0.1}}))
+  log = [{"step": 9, "loss": 5.0}, {"step": 9, "validation_loss": 4.0, "whole_sequence": True}]
+  (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+  assert trial.read_result(str(tmp_path))["val_loss"] == 4.0        # causal: the one pass
+  log.append({"step": 9, "validation_loss_leak_free": 4.2, "rows": 16})
+  (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+  assert trial.read_result(str(tmp_path))["val_loss"] == 4.2

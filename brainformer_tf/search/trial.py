@@ -144,15 +144,18 @@ def read_result(model_dir: str) -> dict:
   """The trial result from a model dir's budget.json and train_log.jsonl."""
   record = budget_lib.read(model_dir) or {}
   end = record.get("end") or {}
-  val = None
+  val = leak_free = None   # the leak-free figure wins where routing reads the row (loop.py)
   log = os.path.join(model_dir, "train_log.jsonl")
   if os.path.exists(log):
     with open(log) as f:
       for line in f:
         try:
-          val = json.loads(line).get("validation_loss", val)
+          record_ = json.loads(line)
         except ValueError:
           continue
+        val = record_.get("validation_loss", val)
+        leak_free = record_.get("validation_loss_leak_free", leak_free)
+  val = leak_free if leak_free is not None else val
   status = "early_stop" if record.get("early_stop") else "done"
   if not end or val is None:
     status = "failed"
