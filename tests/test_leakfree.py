@@ -7,6 +7,7 @@ the whole-sequence pass must equal it for causal routing and differ from it for 
 choice. Checkpoints are random initialisations of the tiny zoo models (saved once per model).
 """
 
+import json
 import os
 
 import gin
@@ -166,3 +167,27 @@ def test_a_rows_scores_ignore_its_padding_and_its_batch(checkpoints, name):
   long_.close()
   np.testing.assert_allclose(got[:, :L], alone, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got_companions[0, :L], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_score_command_on_a_text_file(checkpoints, tmp_path, capsys):
+  """`brainformer score` in-process: rows from a text file, the labelled lines, the JSON; bad
+  input is a UsageError (one line, exit 2 in `run`)."""
+  from brainformer_tf.cli import errors  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.cli import score as score_cli  # pylint: disable=g-import-not-at-top
+  text = tmp_path / "held_out.txt"
+  text.write_text("\n\n".join(f"Paragraph {i} talks about routing tokens to experts." * 3
+                              for i in range(6)))
+  out = tmp_path / "score.json"
+  args = score_cli.parser().parse_args(
+      ["--checkpoint", checkpoints["ec"], "--text_files", str(text), "--rows", "2",
+       "--sequence_length", str(L), "--batch", "8", "--json", str(out)])
+  summary = score_cli.main(args)
+  printed = capsys.readouterr().out
+  assert "leak-free log-perplexity (prefix-exact)" in printed
+  assert "whole-sequence log-perplexity (sees later tokens" in printed
+  assert json.loads(out.read_text())["leak_free_log_ppl"] == pytest.approx(
+      summary["leak_free_log_ppl"])
+  assert summary["rows"] == 2 and summary["tokens"] == 2 * L
+  args.text_files = str(tmp_path / "missing.txt")
+  with pytest.raises(errors.UsageError, match="missing.txt is not a file"):
+    score_cli.main(args)
