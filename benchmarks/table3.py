@@ -236,6 +236,10 @@ def report(results_dir):
     lamb = [r["final"]["lambada"]["leak_free_log_ppl"] for r in mine]
     row = {"seeds": [r["seed"] for r in mine], "wikitext2_leak_free": _ms(wiki),
            "lambada_leak_free": _ms(lamb),
+           # quarters 2-4 of the row: prefixes there are long routing groups (docs/moe.md)
+           "wikitext2_leak_free_q2_q4": _ms([
+               sum(q[1:]) / 3 for q in (r["final"]["wikitext2_test"].get(
+                   "leak_free_log_ppl_by_quarter") for r in mine) if q]),
            "wikitext2_whole_sequence": _ms([r["final"]["wikitext2_test"][
                "whole_sequence_log_ppl"] for r in mine]),
            "steps_per_sec_loaded": _ms([r["steps_per_sec_loaded"] for r in mine]),

@@ -129,6 +129,8 @@ def test_gap_statistics_by_hand():
   assert gap["mean"] == pytest.approx(-0.15)             # (-0.4 - 0.8) / 8
   assert gap["se"] == pytest.approx(np.std([-0.1, -0.2], ddof=1) / np.sqrt(2))
   assert [q["mean"] for q in gap["by_quarter"]] == pytest.approx([-0.2, 0, 0, -0.4])
+  assert leakfree.by_quarter(rows, -whole) == pytest.approx([1.5, 1.5, 1.5, 1.5])
+  assert leakfree.by_quarter(rows, -prefix) == pytest.approx([1.7, 1.5, 1.5, 1.9])
 
 
 @pytest.mark.parametrize("params,refused", [

@@ -47,6 +47,8 @@ def test_report_means_ratios_and_equal_wallclock(tmp_path):
           _run("glam", 2, [(1000, 5.2), (2000, 4.2)], 4.2, 4.7),
           _run("brainformer1", 1, [(1000, 4.5), (2000, 3.5)], 3.5, 4.0, gap=-0.01),
           _run("brainformer1", 2, [(1000, 4.7), (2000, 3.7)], 3.7, 4.2, gap=-0.03)]
+  runs[2]["final"]["wikitext2_test"]["leak_free_log_ppl_by_quarter"] = [5.0, 4.0, 4.0, 4.0]
+  runs[3]["final"]["wikitext2_test"]["leak_free_log_ppl_by_quarter"] = [5.0, 3.0, 3.0, 3.0]
   os.makedirs(tmp_path / "runs")
   for r in runs:
     with open(tmp_path / "runs" / f"{r['model']}_s{r['seed']}.json", "w") as f:
@@ -67,4 +69,6 @@ def test_report_means_ratios_and_equal_wallclock(tmp_path):
   assert bf["equal_wallclock"]["step"] == pytest.approx(1000)
   assert bf["equal_wallclock"]["wikitext2_leak_free"]["mean"] == pytest.approx(4.6)
   assert "future_information_gap" not in glam
+  assert glam["wikitext2_leak_free_q2_q4"] is None      # runs scored before by-quarter losses
+  assert bf["wikitext2_leak_free_q2_q4"]["mean"] == pytest.approx(3.5)
   assert "brainformer1" in text and (tmp_path / "table3_validation.png").exists()

@@ -199,10 +199,23 @@ class Result:
     out = {"rows": int(len(self.rows)), "tokens": n, "causal_routing": self.causal,
            "noncausal_layers": self.noncausal_layers,
            "leak_free_log_ppl": float(-(self.leak_free * real).sum() / n),
-           "whole_sequence_log_ppl": float(-(self.whole * real).sum() / n)}
+           "whole_sequence_log_ppl": float(-(self.whole * real).sum() / n),
+           "leak_free_log_ppl_by_quarter": by_quarter(self.rows, -self.leak_free)}
     if self.prefix is not None:
       out["future_information_gap"] = gap_statistics(self.rows, self.whole, self.prefix)
     return out
+
+
+def by_quarter(rows, values) -> List[float]:
+  """Mean of values [R, L] over the real tokens of each quarter of the row's positions. The
+  first quarter is where a prefix is a short routing group (docs/moe.md, "Caveat")."""
+  real = rows > 0
+  length = rows.shape[1]
+  out = []
+  for q in range(4):
+    cols = slice(q * length // 4, (q + 1) * length // 4)
+    out.append(float((values[:, cols] * real[:, cols]).sum() / max(real[:, cols].sum(), 1)))
+  return out
 
 
 def gap_statistics(rows, whole, prefix) -> Dict:
@@ -291,6 +304,9 @@ def describe(summary: Dict) -> List[str]:
                f"{'; '.join(summary['noncausal_layers'][:2])}"
                f"{', ...' if len(summary['noncausal_layers']) > 2 else ''}): "
                f"{summary['whole_sequence_log_ppl']:.4f}")
+  lines.append("leak-free by quarter of the row: " + ", ".join(
+      f"{v:.4f}" for v in summary["leak_free_log_ppl_by_quarter"]) + " (the first quarter is "
+      "scored in short prefix groups: docs/moe.md)")
   gap = summary.get("future_information_gap")
   if gap:
     quarters = ", ".join(f"{q['mean']:+.4f}" for q in gap["by_quarter"])
