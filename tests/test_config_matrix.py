@@ -37,7 +37,7 @@ import gin
 import pytest
 
 from brainformer_tf import accounting, memory, paths
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 from brainformer_tf.evaluation import driver
 from test_validate import problems
 

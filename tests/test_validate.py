@@ -12,7 +12,7 @@ from t5.models import mesh_transformer_main  # pylint: disable=unused-import  (d
 
 import tasks  # pylint: disable=unused-import
 from brainformer_tf import paths
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 from brainformer_tf.cli import train
 
 GLAM = ["models/glam_tiny.gin", "train/cpu.gin"]

@@ -12,7 +12,7 @@ paper's Table 4 / Table 5 layout). Bad input: one line naming it, exit code 2.
 import argparse
 import os
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 
 PROG = "brainformer eval"
 

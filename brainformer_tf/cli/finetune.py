@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 from brainformer_tf.cli import eval as eval_cli
 
 PROG = "brainformer finetune"

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 
 PROG = "brainformer params"
 

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 
 PROG = "brainformer search"
 

@@ -18,7 +18,7 @@ import importlib
 import os
 import sys
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 
 PROG = "brainformer train"
 

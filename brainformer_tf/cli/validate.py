@@ -17,7 +17,7 @@ CPU recipe's `["cpu:0"]` under a TPU layout is fine there). Memory per device:
 import os
 import sys
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 from brainformer_tf.cli import train
 
 PROG = "brainformer validate"

@@ -11,7 +11,7 @@ import argparse
 import glob
 import os
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 
 PROG = "brainformer vocab"
 

@@ -10,7 +10,7 @@ it does not find) or failing deep inside an estimator.
 import os
 import re
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 
 OPERATIVE_CONFIG = "operative_config.gin"
 # Learned during training only by causal expert choice (docs/moe.md); a checkpoint of another

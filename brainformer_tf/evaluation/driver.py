@@ -14,7 +14,7 @@ raises UsageError before a session runs.
 import functools
 import os
 
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 from brainformer_tf.evaluation import checkpoint
 
 MODES = ("decode", "rank")

@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 
 from brainformer_tf import ginutil
 from brainformer_tf.blocks import causality
-from brainformer_tf.cli import errors
+from brainformer_tf import errors
 from brainformer_tf.evaluation import checkpoint
 
 EOS = 1

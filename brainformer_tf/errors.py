@@ -1,4 +1,8 @@
-"""User-facing errors: one clear line on stderr and a non-zero exit, no traceback wall."""
+"""User-facing errors: one clear line on stderr and a non-zero exit, no traceback wall.
+
+Below cli/ so that evaluation, training and config code raise UsageError without importing the
+command-line layer; cli/ reports them (`report`, exit code 2).
+"""
 
 import sys
 
