@@ -31,9 +31,9 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
 
+from brainformer_tf import errors
 from brainformer_tf import ginutil
 from brainformer_tf.blocks import causality
-from brainformer_tf import errors
 from brainformer_tf.evaluation import checkpoint
 
 EOS = 1
