@@ -9,6 +9,7 @@ mesh and vs an existing checkpoint, step counts, the NaN guard policy and Brainf
 Extension point: append a `fn(locate, model_dir) -> [problems]` to CHECKS.
 """
 
+import dataclasses
 import inspect
 import os
 import re
@@ -311,6 +312,61 @@ def check_block_spec(locate, shape, rules):
   return []
 
 
+# Sizes that graph building turns into mtf.Dimensions: (where the model or a layer keeps it,
+# the Gin parameter a user sets; a macro of the zoo's model files where there is one).
+MODEL_SIZES = (("model_dim", "d_model"),)
+LAYER_SIZES = (("num_heads", "num_heads"), ("key_value_size", "d_kv"), ("hidden_size", "d_ff"),
+               ("num_experts", "num_experts"))
+
+
+def _bad_size(value):
+  return not (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+
+def check_built_model(locate, shape, rules):
+  """Builds the Gin model (layer constructors only, no graph) and checks what graph building
+  would reject: sizes that are not positive integers (d_model, heads, key/value size, FFN
+  width, experts) and MoE capacity factors whose slots per expert round to 0 for the training
+  routing group (router.num_slots)."""
+  del locate
+  from mesh_tensorflow.transformer import moe as mtf_moe  # pylint: disable=g-import-not-at-top
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.layers.moe import layer as moe_layer  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.layers.moe import router  # pylint: disable=g-import-not-at-top
+  if ginutil.query("utils.run.model_type", "bitransformer") not in ("lm", "delimited_lm"):
+    return []
+  try:
+    model = utils.build_model(model_type="lm", input_vocab_size=512, output_vocab_size=512,
+                              layout_rules=rules, mesh_shape=shape or mtf.Shape([]))
+  except Exception as e:  # pylint: disable=broad-except  (reported where it is, one line)
+    return [f"building the model: {type(e).__name__}: {str(e).splitlines()[0][:200]}"]
+  problems = []
+  size = model.model_dim.size
+  if _bad_size(size):
+    problems.append(f"d_model = {size!r} (Unitransformer.d_model): must be a positive integer")
+  sequences = _batch_sequences()
+  length = (ginutil.query("utils.run.sequence_length") or {}).get("targets")
+  for index, layer in enumerate(getattr(model.layer_stack, "_layers", [])):
+    where = f"layer {index} ({type(layer).__name__})"
+    for attr, param in LAYER_SIZES:
+      value = getattr(layer, attr, None)
+      if value is not None and _bad_size(value):
+        problems.append(f"{where}: {attr} = {value!r} (Gin {param} or {type(layer).__name__}."
+                        f"{attr}): must be a positive integer")
+    if isinstance(layer, moe_layer.MoE) and isinstance(sequences, int) and isinstance(length, int):
+      split = 1
+      if shape is not None:
+        axis = rules.tensor_dimension_to_mesh_axis(mtf.Dimension("batch", sequences), shape)
+        split = shape.dims[axis].size if axis is not None else 1
+      _, group = mtf_moe._split_into_groups(sequences * length, layer.group_size, split)  # pylint: disable=protected-access
+      cfg = dataclasses.replace(layer.config, layer_name=where)
+      try:
+        router.num_slots(layer.capacity_factor, group, layer.num_experts, cfg)
+      except ValueError as e:
+        problems.append(str(e))
+  return problems
+
+
 CHECKS = []
 
 
@@ -329,6 +385,8 @@ def check(locate, model_dir=None, tpu=False):
   problems += check_layers(locate, shape, rules)
   problems += check_sizes(locate, shape, rules, checkpoint)
   problems += check_block_spec(locate, shape, rules)
+  if not problems:   # the model builds only from a config that passed the checks above
+    problems += check_built_model(locate, shape, rules)
   problems += check_policies(locate)
   for fn in CHECKS:
     problems += fn(locate, model_dir)

@@ -216,3 +216,21 @@ def test_no_layout_runs_on_one_device_and_tpu_takes_the_topology_flag():
     else:
       assert ginutil.query("utils.run.mesh_shape") == expected
   gin.clear_config()
+
+
+@pytest.mark.parametrize("params,expected", [
+    (["d_model = 'abc'"], "d_model = 'abc' (Unitransformer.d_model): must be a positive integer"),
+    (["d_model = -64"], "d_model = -64 (Unitransformer.d_model): must be a positive integer"),
+    (["num_heads = 0"], "num_heads = 0 (Gin num_heads or SelfAttention.num_heads)"),
+    (["MoE.capacity_factor = 0.001"], "capacity_factor=0.001 with a routing group of 256 tokens "
+                                      "and num_experts=8 gives k = round(0.001 * 256 / 8) = 0"),
+])
+def test_sizes_graph_building_would_reject_are_named_first(params, expected):
+  # issue 17: validate said "config OK" and train then crashed in graph building
+  assert expected in problems(*params)
+
+
+def test_block_spec_capacity_that_rounds_to_zero_names_the_sub_layer():
+  text = problems("blocks.block_layers.spec = 'a g[c=0.001] f'", "num_experts = 8",
+                  gin_files=["models/dense_tiny.gin", "train/cpu.gin"])
+  assert "layer 1 (MoE)" in text and "= 0 tokens per expert" in text
