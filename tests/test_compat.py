@@ -15,6 +15,13 @@ def _python(code, hook=True):
                         timeout=300, env=env)
 
 
+def _printed_words(code):
+  """The words `code` prints in a fresh venv Python, which must exit 0."""
+  result = _python(code)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout.split()
+
+
 def test_mesh_tensorflow_needs_the_shim_on_this_tensorflow():
   result = _python("import mesh_tensorflow", hook=False)
   assert result.returncode != 0
@@ -24,26 +31,22 @@ def test_mesh_tensorflow_needs_the_shim_on_this_tensorflow():
 def test_venv_import_hook_applies_every_shim_around_the_first_imports():
   """scripts/setup_env.sh's zz_brainformer_tf_compat.pth: a plain `import mesh_tensorflow` works
   (shims 1-2 ran first) and mesh-tf's utils module gets shims 3-4 once it has loaded."""
-  result = _python(
+  assert _printed_words(
       "import sys\n"
       "assert 'tensorflow' not in sys.modules  # the hook itself imports nothing\n"
       "import mesh_tensorflow as mtf, t5.models\n"
       "from mesh_tensorflow.transformer import utils\n"
-      "from brainformer_tf import compat\n"
-      "print(type(utils.tf).__name__, mtf.EinsumOperation.gradient._brainformer_ordered)")
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert result.stdout.split() == ["_MeshTfUtilsTf", "True"]
+      "print(type(utils.tf).__name__, mtf.EinsumOperation.gradient._brainformer_ordered)"
+  ) == ["_MeshTfUtilsTf", "True"]
 
 
 @pytest.mark.slow
 def test_shim_makes_mesh_tensorflow_and_t5_models_importable():
-  result = _python(
+  assert _printed_words(
       "from brainformer_tf import compat; compat.apply(); compat.apply()\n"
       "import mesh_tensorflow as mtf, t5.models, seqio\n"
       "from t5.models import mesh_transformer_main\n"
-      "print(mtf.Dimension('d', 3).size, t5.models.MtfModel.__name__)")
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert result.stdout.split() == ["3", "MtfModel"]
+      "print(mtf.Dimension('d', 3).size, t5.models.MtfModel.__name__)") == ["3", "MtfModel"]
 
 
 @pytest.mark.slow
