@@ -76,7 +76,7 @@ def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
   _imports()
   import importlib  # pylint: disable=g-import-not-at-top
   from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.cli import train  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
 
   for module in module_imports:
     importlib.import_module(module)
@@ -86,7 +86,7 @@ def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
   try:
     ginutil.parse_model_config(gin_files, gin_params)
   except OSError as e:
-    raise AccountingError(f"{e}; project model files: {', '.join(train._available_models())}"  # pylint: disable=protected-access
+    raise AccountingError(f"{e}; project model files: {', '.join(paths.model_files())}"
                           ) from None
   except (ValueError, TypeError, ImportError, NameError) as e:
     raise AccountingError(f"gin: {_one_line(e)}") from None

@@ -330,14 +330,12 @@ def check_built_model(locate, shape, rules):
   routing group (router.num_slots)."""
   del locate
   from mesh_tensorflow.transformer import moe as mtf_moe  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
   from brainformer_tf.layers.moe import layer as moe_layer  # pylint: disable=g-import-not-at-top
   from brainformer_tf.layers.moe import router  # pylint: disable=g-import-not-at-top
   if ginutil.query("utils.run.model_type", "bitransformer") not in ("lm", "delimited_lm"):
     return []
   try:
-    model = utils.build_model(model_type="lm", input_vocab_size=512, output_vocab_size=512,
-                              layout_rules=rules, mesh_shape=shape or mtf.Shape([]))
+    model = ginutil.build_model(mesh_shape=shape or mtf.Shape([]), layout_rules=rules)
   except Exception as e:  # pylint: disable=broad-except  (reported where it is, one line)
     return [f"building the model: {type(e).__name__}: {str(e).splitlines()[0][:200]}"]
   problems = []

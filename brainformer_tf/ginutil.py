@@ -67,3 +67,12 @@ def resolve_default_mesh(tpu: str = "", tpu_topology: str = "v2-8"):
     return None
   gin.bind_parameter("utils.run.mesh_shape", "")
   return "no layout file and no --tpu: one device (add a layout from gin/layouts/ to split)"
+
+
+def build_model(model_type: str = "lm", vocab_size: int = 512, mesh_shape="", layout_rules=None):
+  """The Gin-configured model (mesh-tf's utils.build_model) with no graph: layer constructors
+  only record their settings, so this is cheap and what checks of the built layers read."""
+  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  return utils.build_model(model_type=model_type, input_vocab_size=vocab_size,
+                           output_vocab_size=vocab_size, layout_rules=layout_rules,
+                           mesh_shape=mesh_shape)

@@ -15,6 +15,12 @@ def gin_dir() -> str:
       f"brainformer_tf's gin/ folder was not found next to {_PACKAGE_DIR}; reinstall the package.")
 
 
+def model_files() -> list:
+  """The zoo's top-level model files as Gin names ("models/glam_tiny.gin"), sorted."""
+  models_dir = os.path.join(gin_dir(), "models")
+  return sorted(f"models/{f}" for f in os.listdir(models_dir) if f.endswith(".gin"))
+
+
 def cache_dir() -> str:
   """Cache for trained vocabularies: $BRAINFORMER_CACHE_DIR, else ~/.cache/brainformer_tf."""
   path = os.environ.get("BRAINFORMER_CACHE_DIR") or os.path.join(

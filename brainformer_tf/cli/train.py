@@ -28,12 +28,6 @@ def _import_modules(modules):
     importlib.import_module(module)
 
 
-def _available_models():
-  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
-  models_dir = os.path.join(paths.gin_dir(), "models")
-  return sorted(f"models/{f}" for f in os.listdir(models_dir) if f.endswith(".gin"))
-
-
 def _record_command(model_dir):
   """Appends the command line to <model_dir>/commands/command[.N], as t5's main does."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
@@ -49,6 +43,7 @@ def _record_command(model_dir):
 
 def _parse_gin(flags_):
   import gin  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
   from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
   from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
   skip = flags_.skip_all_gin_unknowns or (
@@ -58,24 +53,18 @@ def _parse_gin(flags_):
     utils.parse_gin_defaults_and_flags(skip_unknown=skip, finalize_config=False)
   except OSError as e:
     raise errors.UsageError(
-        f"{e}\n  project model files: {', '.join(_available_models())}") from None
+        f"{e}\n  project model files: {', '.join(paths.model_files())}") from None
 
 
 class DataUnavailable(errors.UsageError):
   """The task is registered but its data cannot be read on this machine."""
 
 
-def _unprepared_tfds(task):
-  """Names of the TFDS datasets of `task` (or its subtasks) not prepared in their data dir."""
+def _tfds_sources(task):
+  """The TFDS data sources of `task` or its subtasks."""
   import seqio  # pylint: disable=g-import-not-at-top
-  missing = []
-  for sub in seqio.get_subtasks(task):
-    source = getattr(sub, "source", None)
-    if isinstance(source, seqio.TfdsDataSource):
-      builder = source.tfds_dataset.builder
-      if not builder.is_prepared():
-        missing.append(f"{source.tfds_dataset.name} (in {builder.data_dir_root})")
-  return missing
+  return [sub.source for sub in seqio.get_subtasks(task)
+          if isinstance(getattr(sub, "source", None), seqio.TfdsDataSource)]
 
 
 def check_mixture_or_task(name, split, sequence_length, read=True):
@@ -97,15 +86,15 @@ def check_mixture_or_task(name, split, sequence_length, read=True):
     raise errors.UsageError(
         f"MIXTURE_NAME={name!r} is not a registered task or mixture; this project's: "
         f"{', '.join(ours)} (see tasks/)") from None
-  if not read:
-    missing = _unprepared_tfds(task)
+  sources = _tfds_sources(task)
+  if not read and sources:
+    missing = [f"{s.tfds_dataset.name} (in {s.tfds_dataset.builder.data_dir_root})"
+               for s in sources if not s.tfds_dataset.builder.is_prepared()]
     if missing:
       raise DataUnavailable(f"task {name!r}: TFDS dataset {', '.join(missing)} is not "
                             "prepared; TFDS data is read from --t5_tfds_data_dir or "
                             "TFDS_DATA_DIR (docs/tasks.md)")
-    if missing or any(isinstance(getattr(t, "source", None), seqio.TfdsDataSource)
-                      for t in seqio.get_subtasks(task)):
-      return
+    return
   try:
     with tf.Graph().as_default():
       ds = task.get_dataset(sequence_length, split=split, shuffle=False, num_epochs=1)
@@ -124,10 +113,10 @@ def check_mixture_or_task(name, split, sequence_length, read=True):
         "(docs/tasks.md)") from None
 
 
-def check_config(flags_):
+def check_config(flags_, locate=None):
   """Raises UsageError listing every problem config_checks finds in the parsed Gin config."""
   from brainformer_tf import config_checks  # pylint: disable=g-import-not-at-top
-  locate = config_checks.Locator(flags_.gin_file or [], flags_.gin_param or [])
+  locate = locate or config_checks.Locator(flags_.gin_file or [], flags_.gin_param or [])
   problems = config_checks.check(locate, flags_.model_dir, tpu=bool(flags_.tpu))
   if problems:
     raise errors.UsageError(f"{len(problems)} problem(s) in the Gin config:\n  " +
@@ -145,7 +134,7 @@ def parse_and_check(flags_):
       flags_.tpu, flags_.tpu_topology)
   if note:
     print(f"brainformer: {note}", flush=True)
-  check_config(flags_)
+  check_config(flags_, locate)
 
 
 def prepare(flags_, for_training=True):

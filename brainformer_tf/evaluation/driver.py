@@ -53,14 +53,13 @@ def check_causal(modes, model_type, vocab_size):
   """UsageError if a layer of the model as built routes with non-causal expert choice (it would
   see the future): a `g[ec]` spec and a BlockDefaults or MoE default count, not only Gin text.
   (Top-2 decodes causally and its scoring-time capacity effect is small: allowed.)"""
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
+  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
   from brainformer_tf.blocks import causality  # pylint: disable=g-import-not-at-top
   from brainformer_tf.layers.moe import router  # pylint: disable=g-import-not-at-top
   if not modes:
     return
-  model = utils.build_model(model_type=model_type, input_vocab_size=vocab_size,
-                            output_vocab_size=vocab_size, layout_rules=None, mesh_shape="")
-  bad = causality.layers_routing_by(model, router.NON_CAUSAL_GATINGS)
+  bad = causality.layers_routing_by(ginutil.build_model(model_type, vocab_size),
+                                    router.NON_CAUSAL_GATINGS)
   if bad:
     raise errors.UsageError(
         f"{bad[0]} of the model routes with non-causal expert choice ({len(bad)} such "

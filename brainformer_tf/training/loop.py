@@ -99,10 +99,7 @@ def leak_free_validation(model_dir, vocabulary, split, rows, length):
   """For a model whose routing reads its row when scoring (blocks.causality), the leak-free
   log-perplexity of the final checkpoint on `rows` rows of `split` (`brainformer score` in a
   subprocess: its own graph and Gin config); None for causal routing or rows = 0."""
-  model = utils.build_model(model_type="lm", input_vocab_size=vocabulary.vocab_size,
-                            output_vocab_size=vocabulary.vocab_size, layout_rules=None,
-                            mesh_shape="")
-  if not rows or causality.routing_is_causal(model):
+  if not rows or causality.routing_is_causal(ginutil.build_model("lm", vocabulary.vocab_size)):
     return None
   out = os.path.join(model_dir, f"leak_free_{split}.json")
   cmd = [sys.executable, "-m", "brainformer_tf.cli.main", "score", f"--checkpoint={model_dir}",
