@@ -9,7 +9,9 @@ the Gutenberg books + WikiText-2 valid, `benchmarks.common.train_files`), saving
 every --every steps. Each checkpoint is scored leak-free by `brainformer score` (prefix-exact
 for routing that reads its row: expert choice and capacity-limited top-2; one pass for causal
 routing) on WikiText-2 test, the final one also on LAMBADA (novels; not in the training text)
-with the future-information gap. Runs interleave models (order reversed every other seed).
+with the future-information gap. The models with three seeds (GLaM, GLaM-EC, Brainformer-1 and
+its causal twin: the question) run all their seeds first; runs interleave models (order
+reversed every other seed).
 
 Resumable: a finished run is results/table3/runs/<model>_s<seed>.json (committed with the
 repo), and is skipped; a killed run resumes from its last checkpoint (brainformer train) and
@@ -52,11 +54,13 @@ MODELS = {
 
 
 def run_order(models, max_seeds=3):
-  """[(seed, model)]: seed-major, model order reversed on every other seed."""
+  """[(seed, model)]: the models with most seeds first (the question's models: all their seeds
+  before the others start), seed-major within each group, order reversed every other seed."""
   order = []
-  for seed in range(1, max_seeds + 1):
-    names = [m for m in models if MODELS[m][2] >= seed]
-    order += [(seed, m) for m in (names if seed % 2 else list(reversed(names)))]
+  for count in sorted({MODELS[m][2] for m in models}, reverse=True):
+    group = [m for m in models if MODELS[m][2] == count]
+    for seed in range(1, min(count, max_seeds) + 1):
+      order += [(seed, m) for m in (group if seed % 2 else list(reversed(group)))]
   return order
 
 
