@@ -17,6 +17,9 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
+from brainformer_tf import atomic
+from brainformer_tf.training import progress
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
@@ -152,20 +155,6 @@ def run_training(model_dir: str, command: List[str], onednn: str = "default",
   return result
 
 
-def read_log(model_dir: str) -> List[dict]:
-  path = os.path.join(model_dir, "train_log.jsonl")
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except ValueError:
-        continue
-  return records
-
-
 def parse_records(records: List[dict], budget: Optional[dict] = None, warmup_steps: int = 2):
   """Curve and throughput from train_log records (one per step) and budget.json.
 
@@ -211,7 +200,7 @@ def read_run(model_dir: str) -> dict:
   if os.path.exists(path):
     with open(path) as f:
       budget = json.load(f)
-  return parse_records(read_log(model_dir), budget)
+  return parse_records(progress.read_log(model_dir), budget)
 
 
 def smooth(values: Sequence[float], window: int = 10) -> List[float]:
@@ -260,7 +249,5 @@ def peaks(size: int = 1024, repeats: int = 30) -> dict:
 def write_json(name: str, data: dict) -> str:
   os.makedirs(RESULTS, exist_ok=True)
   path = os.path.join(RESULTS, name)
-  with open(path + ".tmp", "w") as f:
-    json.dump(data, f, indent=1)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(path, data)
   return path

@@ -36,6 +36,8 @@ import time
 
 from benchmarks import common
 from benchmarks import summary
+from brainformer_tf import atomic
+from brainformer_tf.training import progress
 
 RECIPE = "train/cpu_mini.gin"
 TOKENS_PER_STEP = 16 * 128
@@ -143,7 +145,7 @@ def train_and_score(model, seed, args, train, valid, lambada):
     logged_run(cmd, log, f"training {name}", log_level="1")
     print(f"  {name}: trained {args.steps} steps in {time.time() - start:.0f}s "
           f"(load {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
-  records = common.read_log(model_dir)
+  records = progress.read_log(model_dir)
   scores_dir = os.path.join(model_dir, "scores")
   os.makedirs(scores_dir, exist_ok=True)
   curve = []
@@ -170,9 +172,7 @@ def train_and_score(model, seed, args, train, valid, lambada):
             "machine": common.machine_info(), "finished_utc": time.strftime(
                 "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
   os.makedirs(os.path.dirname(out_path), exist_ok=True)
-  with open(out_path + ".tmp", "w") as f:
-    json.dump(result, f, indent=1)
-  os.replace(out_path + ".tmp", out_path)
+  atomic.write_json(out_path, result)
   return result
 
 

@@ -1,30 +1,37 @@
 """Compatibility shims for running mesh-tensorflow 0.1.21 and t5 0.9.4 on TensorFlow 2.15.
 
-Call `apply()` before the first import of `mesh_tensorflow` or `t5.models`. It is idempotent.
-`install_import_hook()` does it for any program, the stock `t5_mesh_transformer` included:
-scripts/setup_env.sh installs it in the venv as `zz_brainformer_tf_compat.pth`, so every Python
-of the venv applies 1-2 just before mesh_tensorflow / t5.models first load and 3-4 right after
-mesh_tensorflow.transformer.utils loads (nothing is imported at start-up).
+Installed once, when `brainformer_tf` is imported: `install_import_hook()` puts a finder first on
+sys.meta_path that applies 1-2 just before mesh_tensorflow / t5.models first load and 3-4 right
+after mesh_tensorflow.transformer.utils loads, so every module imports mesh-tf at the top like
+any package. scripts/setup_env.sh also installs it in the venv (`zz_brainformer_tf_compat.pth`)
+so that the stock `t5_mesh_transformer` works; BRAINFORMER_COMPAT_HOOK=0 leaves that one out.
 
-1. mesh_tensorflow/tpu_variables.py calls `ops.register_tensor_conversion_function`, which
-   TF 2.13+ moved to `tensor_conversion_registry` (tensorflow/mesh#392, #396; no release fix).
-   We put the function back where mesh-tf looks for it.
-2. `t5/models/__init__.py` imports `t5.models.hf_model`, which imports torch and transformers
-   at module level. When torch is not installed we register a stand-in module whose
-   `HfPyTorchModel` raises a clear ImportError when used; everything else in t5.models works.
-3. Speed, not correctness: mesh-tf's einsum gradient passes the operands as [dy, other]. For a
-   weight gradient, e.g. experts' dW[e,m,h] = einsum(dy[e,g,c,h], x[e,g,c,m]), TF's einsum
-   then computes [e,h,m] and transposes it, which doubles the op's time (22 vs 12 ms at 64
-   experts x 256 x 512, oneDNN on; benchmarks/README.md). We order the two operands so that the
-   one holding the output's first free dimension comes first; the result is the same einsum.
-4. A race: mesh_tensorflow/transformer/utils.py builds the training op as
-   `tf.group(updates + [tf.assign_add(global_step, 1)])` with no order between the two. The
-   updates read the global step (learning-rate schedule, Adafactor's decay rate), and the
-   increment is ready as soon as the step starts: whichever runs first decides whether they
-   read t or t + 1 (t + 1 in 2909 of 3000 steps of a probe). Which way it goes varies, so two
-   runs with the same seed can drift apart (seen once in CI: 1e-4 in loss at step 18). In that
-   module's view of `tf`, `group` makes the increment wait for the other grouped ops, as TF's
-   own `Optimizer.apply_gradients` does.
+Patches (PATCHES; `brainformer --version` and run_info.json list which are on):
+1. `tensor_conversion_registry` (import fix, always on): mesh_tensorflow/tpu_variables.py calls
+   `ops.register_tensor_conversion_function`, which TF 2.13+ moved to
+   `tensor_conversion_registry` (tensorflow/mesh#392, #396; no release fix). We put the
+   function back where mesh-tf looks for it.
+2. `hf_model_stub` (import fix, always on): `t5/models/__init__.py` imports
+   `t5.models.hf_model`, which imports torch and transformers at module level. When torch is
+   not installed we register a stand-in module whose `HfPyTorchModel` raises a clear
+   ImportError when used; everything else in t5.models works.
+3. `einsum_gradient_operand_order` (speed; float summation order): mesh-tf's einsum gradient
+   passes the operands as [dy, other]. For a weight gradient, e.g. experts'
+   dW[e,m,h] = einsum(dy[e,g,c,h], x[e,g,c,m]), TF's einsum then computes [e,h,m] and
+   transposes it, which doubles the op's time (22 vs 12 ms at 64 experts x 256 x 512, oneDNN
+   on; benchmarks/README.md). We order the two operands so that the one holding the output's
+   first free dimension comes first; the result is the same einsum.
+4. `global_step_after_updates` (numerics: determinism): mesh_tensorflow/transformer/utils.py
+   builds the training op as `tf.group(updates + [tf.assign_add(global_step, 1)])` with no
+   order between the two. The updates read the global step (learning-rate schedule,
+   Adafactor's decay rate), and the increment is ready as soon as the step starts: whichever
+   runs first decides whether they read t or t + 1 (t + 1 in 2909 of 3000 steps of a probe).
+   Which way it goes varies, so two runs with the same seed can drift apart (seen once in CI:
+   1e-4 in loss at step 18). In that module's view of `tf`, `group` makes the increment wait
+   for the other grouped ops, as TF's own `Optimizer.apply_gradients` does.
+Switch 3 or 4 off (to compare with stock mesh-tf) with
+BRAINFORMER_COMPAT_OFF=einsum_gradient_operand_order,global_step_after_updates in the
+environment of the process, before mesh-tf is imported.
 """
 
 import importlib.abc
@@ -35,6 +42,29 @@ import sys
 import types
 
 _HF_MODULE = "t5.models.hf_model"
+# name -> what it changes; the last two can be switched off (BRAINFORMER_COMPAT_OFF)
+PATCHES = {
+    "tensor_conversion_registry": "import fix (required on TF 2.13+)",
+    "hf_model_stub": "import fix (t5.models without torch)",
+    "einsum_gradient_operand_order": "speed: no output transpose in einsum gradients",
+    "global_step_after_updates": "numerics: updates read step t, then the step increments",
+}
+SWITCHABLE = ("einsum_gradient_operand_order", "global_step_after_updates")
+
+
+def enabled(name: str) -> bool:
+  """Whether patch `name` is on: everything but what BRAINFORMER_COMPAT_OFF names."""
+  off = {x.strip() for x in os.environ.get("BRAINFORMER_COMPAT_OFF", "").split(",") if x.strip()}
+  unknown = off - set(SWITCHABLE)
+  if unknown:
+    raise ValueError(f"BRAINFORMER_COMPAT_OFF: unknown or required patches {sorted(unknown)}; "
+                     f"switchable: {', '.join(SWITCHABLE)}")
+  return name not in off
+
+
+def status() -> dict:
+  """{patch name: True if on} (what run_info.json and `brainformer --version` show)."""
+  return {name: enabled(name) for name in PATCHES}
 
 
 class _UnavailableHfPyTorchModel:
@@ -48,7 +78,8 @@ class _UnavailableHfPyTorchModel:
 
 def _patch_tensor_conversion_registry():
   from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
-  from tensorflow.python.framework import tensor_conversion_registry  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.framework import \
+      tensor_conversion_registry  # pylint: disable=g-import-not-at-top
   if not hasattr(ops, "register_tensor_conversion_function"):
     ops.register_tensor_conversion_function = (
         tensor_conversion_registry.register_tensor_conversion_function)
@@ -72,11 +103,14 @@ class _MeshTfUtilsTf(types.ModuleType):
     super().__init__(tf_module.__name__)
     self._tf = tf_module
     self.quiet = False
+    self.order_step = enabled("global_step_after_updates")
 
   def __getattr__(self, name):
     return getattr(self._tf, name)
 
   def group(self, *inputs, **kwargs):
+    if not self.order_step:
+      return self._tf.group(*inputs, **kwargs)
     step = self._tf.train.get_global_step()
     ops = [getattr(x, "op", x) for x in self._tf.nest.flatten(inputs)]
     increments = [op for op in ops if step is not None and op.inputs
@@ -125,8 +159,9 @@ def einsum_operand_order(operands, output_dims):
 
 
 def _order_einsum_gradient_operands():
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  if getattr(mtf.EinsumOperation.gradient, "_brainformer_ordered", False):
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top  (patched in place)
+  if (not enabled("einsum_gradient_operand_order") or
+      getattr(mtf.EinsumOperation.gradient, "_brainformer_ordered", False)):
     return
 
   def gradient(self, grad_ys):
@@ -162,10 +197,10 @@ class _ImportHook(importlib.abc.MetaPathFinder):
 
 
 def install_import_hook():
-  """Puts _ImportHook first on sys.meta_path (once); cheap: imports nothing.
-  BRAINFORMER_COMPAT_HOOK=0 in the environment leaves it out (stock behaviour)."""
-  if os.environ.get("BRAINFORMER_COMPAT_HOOK", "1") == "0":
-    return
+  """Puts _ImportHook first on sys.meta_path (once; imports nothing). If mesh-tf was imported
+  before brainformer_tf, applies the shims now (mesh-tf may then have failed to import)."""
+  if "mesh_tensorflow.transformer.utils" in sys.modules:
+    apply()
   if not any(isinstance(f, _ImportHook) for f in sys.meta_path):
     sys.meta_path.insert(0, _ImportHook())
 

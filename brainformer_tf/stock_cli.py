@@ -3,8 +3,7 @@
   t5_mesh_transformer --module_import=brainformer_tf.stock_cli --model_dir=/tmp/run \
     --gin_file=models/glam_tiny.gin --gin_file=train/cpu.gin --gin_param="utils.run.train_steps=100"
 
-Importing it applies every compat shim (the venv's import hook already made mesh-tf
-importable), puts the project's gin/ on the Gin search path and registers the project's SeqIO
+Importing it (like any brainformer_tf module) installs the compat shims, and it puts the project's gin/ on the Gin search path and registers the project's SeqIO
 tasks: the same model files, recipes and tasks as `brainformer train`, without its pre-flight
 checks and NaN-guard installation (recipes that bind `train_with_progress` still get its
 progress lines and final validation). Like `brainformer train` it removes mesh-tf's per-step
@@ -13,13 +12,11 @@ later steps vary from run to run (measured: two identical stock runs gave 7.1835
 at step 2).
 """
 
+import importlib
+
 from brainformer_tf import compat
+from brainformer_tf.config import ginutil
 
-compat.apply()
 compat.silence_mesh_tf_step_print()  # as `brainformer train`: see the module docstring
-
-# pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
-from brainformer_tf import ginutil
-import tasks  # registers the project's SeqIO tasks
-
+importlib.import_module("tasks")  # registers the project's SeqIO tasks
 ginutil.add_search_paths()

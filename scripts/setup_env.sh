@@ -35,11 +35,12 @@ pip install --no-deps -r requirements/nodeps.txt
 pip install --no-deps -e .
 # The compat import hook for every Python of the venv, the stock t5_mesh_transformer included
 # (brainformer_tf/compat.py: mesh-tf 0.1.21 cannot be imported on TF 2.15 without it). Named
-# to sort after easy-install.pth, which puts this (editable) package on sys.path.
+# to sort after easy-install.pth, which puts this (editable) package on sys.path. Importing
+# brainformer_tf installs the hook; BRAINFORMER_COMPAT_HOOK=0 skips it (stock behaviour).
 "$VENV/bin/python" - <<'PY'
 import os, sysconfig
 with open(os.path.join(sysconfig.get_paths()["purelib"], "zz_brainformer_tf_compat.pth"), "w") as f:
-  f.write("import brainformer_tf.compat as c; c.install_import_hook()\n")
+  f.write("import os; os.environ.get('BRAINFORMER_COMPAT_HOOK') == '0' or __import__('brainformer_tf')\n")
 PY
 "$VENV/bin/python" -c "import mesh_tensorflow, t5.models, seqio"  # through the import hook alone
 echo "$want" > "$stamp"

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from brainformer_tf import accounting
+from brainformer_tf.analysis import accounting
+from brainformer_tf.analysis import symbolic
 
 BUCKETS = 32
 
@@ -146,5 +147,5 @@ def test_cli_json_and_bad_input(capsys):
 
 
 def test_model_that_does_not_build_is_one_line_error():
-  with pytest.raises(accounting.AccountingError, match="does not build|gin:"):
+  with pytest.raises(symbolic.AnalysisError, match="does not build|gin:"):
     accounting.count(["models/dense_tiny.gin"], ["d_model = 0"])

@@ -8,6 +8,7 @@ from benchmarks import common
 from benchmarks import demo
 from benchmarks import summary
 from benchmarks import training_efficiency as te
+from brainformer_tf.training import progress
 
 
 def _records(losses, start=1000.0, dt=0.5):
@@ -34,7 +35,7 @@ def test_parse_records_prefers_budget_clock():
 def test_parse_records_empty_and_torn_log(tmp_path):
   assert common.parse_records([])["curve"] == []
   (tmp_path / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0, "time": 1.0}\n{"ste')
-  assert len(common.read_log(str(tmp_path))) == 1
+  assert len(progress.read_log(str(tmp_path))) == 1
 
 
 def test_smooth_time_to_loss_and_loss_at_step():

@@ -4,7 +4,7 @@ Brainformer-2 (Table 3) checked by graph counts and by the scaling argument of i
 
 import pytest
 
-from brainformer_tf import accounting
+from brainformer_tf.analysis import accounting
 from brainformer_tf.analysis import block_fit
 from brainformer_tf.analysis.block_fit import Block
 

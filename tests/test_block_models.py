@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from brainformer_tf import paths
+from brainformer_tf.config import paths
 
 VOCAB = 64
 

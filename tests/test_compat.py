@@ -7,10 +7,12 @@ import sys
 import pytest
 
 
-def _python(code, hook=True):
+def _python(code, hook=True, off=""):
   env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
   if not hook:
     env["BRAINFORMER_COMPAT_HOOK"] = "0"
+  if off:
+    env["BRAINFORMER_COMPAT_OFF"] = off
   return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         timeout=300, env=env)
 
@@ -38,6 +40,45 @@ def test_venv_import_hook_applies_every_shim_around_the_first_imports():
       "from mesh_tensorflow.transformer import utils\n"
       "print(type(utils.tf).__name__, mtf.EinsumOperation.gradient._brainformer_ordered)"
   ) == ["_MeshTfUtilsTf", "True"]
+
+
+def test_importing_the_package_installs_the_shims_once():
+  """Without the venv hook, `import brainformer_tf` alone makes mesh-tf importable (shims 1-4)."""
+  result = _python(
+      "import sys, brainformer_tf\n"
+      "assert 'tensorflow' not in sys.modules\n"
+      "import mesh_tensorflow as mtf\n"
+      "from mesh_tensorflow.transformer import utils\n"
+      "print(type(utils.tf).__name__, mtf.EinsumOperation.gradient._brainformer_ordered)",
+      hook=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ["_MeshTfUtilsTf", "True"]
+
+
+def test_numerics_patches_switch_off_and_are_listed():
+  """BRAINFORMER_COMPAT_OFF leaves mesh-tf's own einsum gradient and step grouping in place;
+  `brainformer --version` and compat.status() say so; an unknown name is a one-line exit 2."""
+  result = _python(
+      "import brainformer_tf, mesh_tensorflow as mtf\n"
+      "from mesh_tensorflow.transformer import utils\n"
+      "from brainformer_tf import compat\n"
+      "print(hasattr(mtf.EinsumOperation.gradient, '_brainformer_ordered'), "
+      "utils.tf.order_step, compat.status()['global_step_after_updates'])",
+      off="einsum_gradient_operand_order,global_step_after_updates")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ["False", "False", "False"]
+  version = subprocess.run(
+      [sys.executable, "-m", "brainformer_tf.cli.main", "--version"], capture_output=True,
+      text=True, timeout=120, env={"PATH": "/usr/bin:/bin",
+                                   "BRAINFORMER_COMPAT_OFF": "einsum_gradient_operand_order"})
+  lines = {l.split()[0]: l.split()[1] for l in version.stdout.splitlines()[2:]}
+  assert lines == {"tensor_conversion_registry": "on", "hf_model_stub": "on",
+                   "einsum_gradient_operand_order": "OFF", "global_step_after_updates": "on"}
+  bad = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "--version"],
+                       capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "BRAINFORMER_COMPAT_OFF": "bogus"})
+  assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+  assert "bogus" in bad.stderr
 
 
 @pytest.mark.slow

@@ -36,8 +36,10 @@ from absl import flags
 import gin
 import pytest
 
-from brainformer_tf import accounting, memory, paths
-from brainformer_tf import errors
+from brainformer_tf.analysis import accounting
+from brainformer_tf.analysis import memory
+from brainformer_tf.config import paths
+from brainformer_tf.config import errors
 from brainformer_tf.evaluation import driver
 from test_validate import problems
 
@@ -201,7 +203,7 @@ class Parsed:
 
 def parsed_settings():
   import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.config import ginutil  # pylint: disable=g-import-not-at-top
   mesh, rules = ginutil.query("utils.run.mesh_shape"), ginutil.query("utils.run.layout_rules")
   shards = mtf.tensor_dim_to_mesh_dim_size(mtf.convert_to_layout_rules(rules),
                                            mtf.convert_to_shape(mesh), mtf.Dimension("batch", 1))

@@ -16,7 +16,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import tasks  # pylint: disable=unused-import  (registers the LM tasks the configs name)
-from brainformer_tf import ginutil
+from brainformer_tf.config import ginutil
 from brainformer_tf.blocks import causality
 from brainformer_tf.evaluation import leakfree
 
@@ -142,7 +142,7 @@ def test_gap_statistics_by_hand():
     (["blocks.block_layers.spec = 'a g[gate=top_2] f'", "num_experts = 4"], False),
 ])
 def test_eval_guard_reads_the_layers_built(params, refused):
-  from brainformer_tf import errors  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.config import errors  # pylint: disable=g-import-not-at-top
   from brainformer_tf.evaluation import driver  # pylint: disable=g-import-not-at-top
   ginutil.parse_model_config(["models/dense_tiny.gin"], params)
   if refused:
@@ -174,7 +174,7 @@ def test_a_rows_scores_ignore_its_padding_and_its_batch(checkpoints, name):
 def test_score_command_on_a_text_file(checkpoints, tmp_path, capsys):
   """`brainformer score` in-process: rows from a text file, the labelled lines, the JSON; bad
   input is a UsageError (one line, exit 2 in `run`)."""
-  from brainformer_tf import errors  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.config import errors  # pylint: disable=g-import-not-at-top
   from brainformer_tf.cli import score as score_cli  # pylint: disable=g-import-not-at-top
   text = tmp_path / "held_out.txt"
   text.write_text("\n\n".join(f"Paragraph {i} talks about routing tokens to experts." * 3

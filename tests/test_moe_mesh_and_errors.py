@@ -53,7 +53,7 @@ def test_k_rounding_to_zero_is_rejected_when_the_graph_is_built(gating):
 
 def test_experts_not_divisible_by_their_mesh_dimension_are_rejected():
   x = np.zeros((4, 8, 4), np.float32)
-  with pytest.raises(ValueError, match=r"MoE 'layer': num_experts=6 is not divisible by the "
-                                       r"mesh dimension of size 4"):
+  with pytest.raises(ValueError, match=r"MoE 'layer': num_experts=6 \(dimension 'experts'\) is "
+                                       r"split over mesh dimension 'batch' of size 4"):
     harness.run_layer(MoE(num_experts=6, hidden_size=4), x, mesh_shape="batch:4",
                       layout="batch:batch,experts:batch")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from brainformer_tf import ginutil
+from brainformer_tf.config import ginutil
 
 RECIPE = ["models/glam_tiny.gin", "train/glam.gin"]
 BIN = pathlib.Path(sys.executable).parent / "brainformer"

@@ -10,7 +10,7 @@ group count, a multiple of the batch's mesh split, is the batch size everywhere)
 import numpy as np
 import pytest
 
-from brainformer_tf import accounting
+from brainformer_tf.analysis import symbolic
 
 BATCH, LENGTH, VOCAB = 8, 16, 64
 MODEL_PARALLEL = "heads:model,d_ff:model,expert_hidden:model,vocab:model"
@@ -28,7 +28,7 @@ RTOL = 1e-5
 
 def train_step(model, mesh_shape="", layout="", values=None, group_size=LENGTH):
   """Loss, {variable: gradient} and {variable: initial value} of one step on the mesh."""
-  accounting.load_gin([f"models/{model}.gin"], [
+  symbolic.load_gin([f"models/{model}.gin"], [
       f"utils.run.mesh_shape = '{mesh_shape}'", f"utils.run.layout_rules = '{layout}'",
       f"brainformer_tf.layers.moe.MoE.group_size = {group_size}", "num_layers = 1"])
   import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top

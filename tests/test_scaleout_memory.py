@@ -1,11 +1,11 @@
-"""Per-device memory estimate (brainformer_tf/memory.py, `brainformer params --mesh`) and the
+"""Per-device memory estimate (brainformer_tf/analysis/memory.py, `brainformer params --mesh`) and the
 layout checks, against sizes derived by hand from the models' widths."""
 
 import json
 
 import pytest
 
-from brainformer_tf import memory
+from brainformer_tf.analysis import memory
 from brainformer_tf.cli import params as params_cli
 
 TINY = ["num_layers = 1", "utils.run.sequence_length = {'targets': 16}",
@@ -53,8 +53,8 @@ def test_glam_8b_parameters_on_512_chips_match_the_widths():
 
 
 @pytest.mark.parametrize("mesh,rules,message", [
-    ("batch:2,model:3", "batch:batch,d_ff:model", r"utils.run.mesh_shape / utils.run.layout_rules: .*d_ff=256 is "
-                               r"split over mesh dimension 'model' of size 3"),
+    ("batch:2,model:3", "batch:batch,d_ff:model", r"utils.run.mesh_shape / utils.run.layout_rules: .*d_ff=256 "
+                               r"\(dimension 'd_ff'\) is split over mesh dimension 'model' of size 3"),
     ("batch:2", "batch:batch,expert:batch", r"utils.run.layout_rules=.*'expert' is not a "
                                             r"dimension of this model"),
     ("batch:2", "batch:batch,experts:expert", r"mesh dimension 'expert' is not in "

@@ -11,9 +11,9 @@ import pytest
 from t5.models import mesh_transformer_main  # pylint: disable=unused-import  (defines the flags)
 
 import tasks  # pylint: disable=unused-import
-from brainformer_tf import paths
-from brainformer_tf import errors
-from brainformer_tf.cli import train
+from brainformer_tf.config import paths
+from brainformer_tf.config import errors
+from brainformer_tf.config import prepare
 
 GLAM = ["models/glam_tiny.gin", "train/cpu.gin"]
 CPU_GIN = os.path.join(paths.gin_dir(), "train", "cpu.gin")
@@ -37,7 +37,7 @@ def problems(*params, gin_files=GLAM, model_dir="", extra_flags=(), keep_config=
   flags.FLAGS(["validate", f"--model_dir={model_dir}"] + [f"--gin_file={f}" for f in gin_files]
               + [f"--gin_param={p}" for p in params] + list(extra_flags))
   try:
-    train.parse_and_check(flags.FLAGS)
+    prepare.parse_and_check(flags.FLAGS)
   except errors.UsageError as e:
     return str(e)
   finally:
@@ -203,13 +203,13 @@ def test_paper_recipe_validates(gin_files):
 
 
 def test_no_layout_runs_on_one_device_and_tpu_takes_the_topology_flag():
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  from brainformer_tf.config import ginutil  # pylint: disable=g-import-not-at-top
   for tpu, expected in (("", ""), ("my-tpu", "v3-8")):
     gin.clear_config()
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["validate", "--gin_file=models/glam_tiny.gin", "--gin_file=train/glam.gin",
                  f"--tpu={tpu}", "--tpu_topology=v3-8"])
-    train.parse_and_check(flags.FLAGS)
+    prepare.parse_and_check(flags.FLAGS)
     if tpu:
       assert ginutil.query("utils.tpu_mesh_shape.tpu_topology") == expected
       assert isinstance(ginutil.query("utils.run.mesh_shape"), gin.config.ConfigurableReference)

@@ -2,7 +2,7 @@
 
     python -m brainformer_tf.analysis.block_fit        # prints the tables docs/zoo.md quotes
 
-The count is brainformer_tf/accounting.py's convention written out in closed form, so that
+The count is brainformer_tf/analysis/accounting.py's convention written out in closed form, so that
 every block of the paper's Table 1 search space can be counted in microseconds (the graph
 build of accounting.py takes seconds; tests/test_block_fit.py checks that both agree).
 With d = d_model, A = heads x d_kv, E experts, m = 3 weight matrices for a gated (GLU)

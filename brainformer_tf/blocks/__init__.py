@@ -5,11 +5,19 @@
   norms  per-sub-layer residual + norm placement (pre / post / sandwich), rms or layer norm
 """
 
-from brainformer_tf import compat
+from brainformer_tf.blocks.build import block_layers
+from brainformer_tf.blocks.build import BlockDefaults
+from brainformer_tf.blocks.build import make_layer
+from brainformer_tf.blocks.build import resolve
+from brainformer_tf.blocks.build import validate
+from brainformer_tf.blocks.norms import BlockNorm
+from brainformer_tf.blocks.norms import sublayer_final_norm
+from brainformer_tf.blocks.norms import sublayer_residual_norm
+from brainformer_tf.blocks.spec import BlockSpec
+from brainformer_tf.blocks.spec import BlockSpecError
+from brainformer_tf.blocks.spec import parse
+from brainformer_tf.blocks.spec import SubLayer
 
-compat.apply()
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from brainformer_tf.blocks.build import BlockDefaults, block_layers, make_layer, resolve, validate
-from brainformer_tf.blocks.norms import BlockNorm, sublayer_final_norm, sublayer_residual_norm
-from brainformer_tf.blocks.spec import BlockSpec, BlockSpecError, SubLayer, parse
+__all__ = ["BlockDefaults", "block_layers", "make_layer", "resolve", "validate", "BlockNorm",
+           "sublayer_final_norm", "sublayer_residual_norm", "BlockSpec", "BlockSpecError",
+           "SubLayer", "parse"]

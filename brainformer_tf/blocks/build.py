@@ -23,11 +23,18 @@ import gin
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer_layers
 
-from brainformer_tf import ginutil
 from brainformer_tf.blocks import norms
-from brainformer_tf.blocks.spec import BlockSpec, BlockSpecError, SETTINGS, SubLayer
-from brainformer_tf.blocks.spec import check_sublayer, parse, sublayer_error
-from brainformer_tf.layers import attention, ffn
+from brainformer_tf.blocks.spec import BlockSpec
+from brainformer_tf.blocks.spec import BlockSpecError
+from brainformer_tf.blocks.spec import check_sublayer
+from brainformer_tf.blocks.spec import parse
+from brainformer_tf.blocks.spec import SETTINGS
+from brainformer_tf.blocks.spec import SubLayer
+from brainformer_tf.blocks.spec import sublayer_error
+from brainformer_tf.layers import attention
+from brainformer_tf.layers import ffn
+from brainformer_tf.layers import layout
+from brainformer_tf.layers.moe import MoE
 
 
 @gin.configurable(module="blocks")
@@ -117,15 +124,11 @@ def validate(spec: Union[str, BlockSpec], mesh_shape="", layout_rules="",
       size = getattr(layer, field)
       if size is None or (dim_name == "heads" and size == 1):  # no heads dim for 1 head
         continue
-      axis = layout_rules.tensor_dimension_to_mesh_axis(mtf.Dimension(dim_name, size),
-                                                        mesh_shape)
-      if axis is not None and size % mesh_shape.dims[axis].size:
-        mesh_dim = mesh_shape.dims[axis]
-        setting = _KEYS[field]
-        raise sublayer_error(index, layer.kind,
-                             f"{setting.key}={size} ({setting.meaning}, dimension {dim_name!r}) "
-                             f"is split over mesh dimension {mesh_dim.name!r} of size "
-                             f"{mesh_dim.size} and must be a multiple of it")
+      setting = _KEYS[field]
+      problem = layout.split_problem(setting.key, mtf.Dimension(dim_name, size), mesh_shape,
+                                     layout_rules, setting.meaning)
+      if problem:
+        raise sublayer_error(index, layer.kind, problem)
     make_layer(index, layer, defaults.norm_type)
   return resolved
 
@@ -148,7 +151,6 @@ def _dense(layer: SubLayer):
 
 
 def _moe(layer: SubLayer):
-  from brainformer_tf.layers.moe import MoE  # pylint: disable=g-import-not-at-top
   return MoE(num_experts=layer.experts, hidden_size=layer.hidden,
              **_optional(activation=layer.activation, gating=layer.gating,
                          capacity_factor=layer.capacity_factor))
@@ -169,25 +171,15 @@ def make_layer(index: int, layer: SubLayer, norm_type: str = "rms"):
 
 @gin.configurable(module="blocks")
 def block_layers(spec: Union[str, BlockSpec] = gin.REQUIRED,
-                 defaults: Optional[BlockDefaults] = None, mesh_shape=None, layout_rules=None):
+                 defaults: Optional[BlockDefaults] = None, mesh_shape="", layout_rules=""):
   """make_layer_stack's `layers` for one block: one layer factory per sub-layer.
 
-  mesh_shape / layout_rules default to Gin's utils.run.mesh_shape / layout_rules when those are
-  plain strings (a computed mesh such as @tpu_mesh_shape() skips the divisibility check).
+  mesh_shape / layout_rules ("" = not checked against a mesh): when given, every split width
+  must divide its mesh dimension. The training loop's mesh is checked before any graph is
+  built by brainformer_tf.config.checks (train, validate), which calls `validate` with it.
   """
   spec = parse(spec) if isinstance(spec, str) else spec
   defaults = defaults or BlockDefaults()
-  if mesh_shape is None:
-    mesh_shape = _gin_string("utils.run.mesh_shape")
-  if layout_rules is None:
-    layout_rules = _gin_string("utils.run.layout_rules")
-  if mesh_shape is None or layout_rules is None:
-    mesh_shape = layout_rules = ""
   resolved = validate(spec, mesh_shape, layout_rules, defaults)
   return [functools.partial(make_layer, index, layer, defaults.norm_type)
           for index, layer in enumerate(resolved)]
-
-
-def _gin_string(name: str) -> Optional[str]:
-  value = ginutil.query(name)
-  return value if isinstance(value, str) else None

@@ -12,7 +12,10 @@ paper's Table 4 / Table 5 layout). Bad input: one line naming it, exit code 2.
 import argparse
 import os
 
-from brainformer_tf import errors
+from brainformer_tf.config import errors
+from brainformer_tf.config import prepare
+from brainformer_tf.evaluation import driver
+from brainformer_tf.evaluation import tables
 
 PROG = "brainformer eval"
 
@@ -38,7 +41,6 @@ def tasks_of(values):
 
 def results_markdown(name, scores):
   """Table 5 for one-shot tasks and Table 4 per mode for the others."""
-  from brainformer_tf.evaluation import tables  # pylint: disable=g-import-not-at-top
   parts = []
   for mode in ("decode", "rank"):
     by_task = {t: m[mode] for t, m in scores.items() if mode in m}
@@ -54,7 +56,6 @@ def results_markdown(name, scores):
 
 
 def evaluate_and_report(args, checkpoint, out_dir, name):
-  from brainformer_tf.evaluation import driver  # pylint: disable=g-import-not-at-top
   scores = driver.evaluate(checkpoint, tasks_of(args.task), args.modes.split(","), out_dir,
                            args.gin_file, args.gin_param, args.split, args.num_examples)
   text = results_markdown(name, scores)
@@ -64,24 +65,13 @@ def evaluate_and_report(args, checkpoint, out_dir, name):
   return scores
 
 
-def setup():
-  """TF1 graph mode with the mesh-tf shim, as `brainformer train`."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
-  compat.apply()
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  tf.disable_v2_behavior()
-  import tasks  # pylint: disable=g-import-not-at-top,unused-import  (registers the tasks)
-
-
 def run(argv):
   args = parser().parse_args(argv[1:])
-  setup()
-  from brainformer_tf.cli import train  # pylint: disable=g-import-not-at-top
+  prepare.graph_mode()
   name = args.name or os.path.basename(os.path.normpath(
       args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(args.checkpoint)))
   try:
     evaluate_and_report(args, args.checkpoint, args.output_dir, name)
-  except train.user_errors() as e:
+  except prepare.user_errors() as e:
     return errors.report(PROG, e)
   return 0

@@ -18,8 +18,11 @@ import os
 import subprocess
 import sys
 
-from brainformer_tf import errors
 from brainformer_tf.cli import eval as eval_cli
+from brainformer_tf.config import errors
+from brainformer_tf.config import prepare
+from brainformer_tf.evaluation import checkpoint
+from brainformer_tf.evaluation import driver
 
 PROG = "brainformer finetune"
 
@@ -40,8 +43,6 @@ def parser():
 
 def train_config(args):
   """(gin files, gin params) of the training run; runs every pre-flight check."""
-  from brainformer_tf.evaluation import checkpoint  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.evaluation import driver  # pylint: disable=g-import-not-at-top
   if args.steps < 1:
     raise errors.UsageError(f"--steps={args.steps}: must be >= 1")
   prefix, step, operative = checkpoint.resolve(args.init_checkpoint)
@@ -62,11 +63,10 @@ def train_config(args):
 
 def run(argv):
   args = parser().parse_args(argv[1:])
-  eval_cli.setup()
-  from brainformer_tf.cli import train  # pylint: disable=g-import-not-at-top
+  prepare.graph_mode()
   try:
     files, params = train_config(args)
-  except train.user_errors() as e:
+  except prepare.user_errors() as e:
     return errors.report(PROG, e)
   command = ([sys.executable, "-m", "brainformer_tf.cli.main", "train",
               f"--model_dir={args.model_dir}"] + [f"--gin_file={f}" for f in files] +
@@ -84,6 +84,6 @@ def run(argv):
   try:
     eval_cli.evaluate_and_report(eval_args, args.model_dir,
                                  os.path.join(args.model_dir, "eval"), name)
-  except train.user_errors() as e:
+  except prepare.user_errors() as e:
     return errors.report(PROG, e)
   return 0

@@ -1,11 +1,17 @@
 """Entry point of the `brainformer` console script: dispatches to a subcommand module.
 
 Each subcommand lives in brainformer_tf/cli/<name>.py and exposes `run(argv)`; modules are
-imported only when their command runs, so `brainformer --help` is instant.
+imported only when their command runs, so `brainformer --help` is instant. TensorFlow's C++
+INFO lines are hidden (TF_CPP_MIN_LOG_LEVEL=1, set before a command imports TF) unless the
+environment sets the variable.
 """
 
 import importlib
+import os
 import sys
+
+import brainformer_tf
+from brainformer_tf import compat
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -26,7 +32,8 @@ USAGE = """usage: brainformer <command> [flags]
 commands:
 {commands}
 
-`brainformer <command> --help` lists a command's flags."""
+`brainformer <command> --help` lists a command's flags; `brainformer --version` the version
+and which mesh-tf patches (brainformer_tf/compat.py) are on."""
 
 
 def usage() -> str:
@@ -35,15 +42,31 @@ def usage() -> str:
   return USAGE.format(commands="\n".join(lines))
 
 
+def version() -> str:
+  lines = [f"brainformer_tf {brainformer_tf.__version__}", "mesh-tf patches (compat.py):"]
+  for name, on in compat.status().items():
+    lines.append(f"  {name:<32} {'on ' if on else 'OFF'}  {compat.PATCHES[name]}")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     print(usage())
     return 0 if len(argv) >= 2 else 2
   command = argv[1]
+  try:
+    compat.status()
+  except ValueError as e:
+    print(f"brainformer: error: {e}", file=sys.stderr)
+    return 2
+  if command == "--version":
+    print(version())
+    return 0
   if command not in COMMANDS:
     print(f"brainformer: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
     return 2
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   module = importlib.import_module(COMMANDS[command][0])
   return module.run([f"brainformer {command}"] + argv[2:]) or 0
 

@@ -7,20 +7,23 @@
                      [--layout_rules=...] [--batch_size=1024]   # memory per device
 
 Counts the model `brainformer train` would build from the same Gin files (see
-brainformer_tf/accounting.py for the convention): total and activated parameters per token,
+brainformer_tf/analysis/accounting.py for the convention): total and activated parameters per token,
 both without embeddings, and training FLOPs per token. --json prints one object with keys
 total_params, activated_params, flops_per_token (plus embedding_params, sequence_length).
 --mesh (a gin/layouts/ name such as tpu_v4_512, or a mesh string "batch:4,model:2" used with
 the rules of --layout_rules or the Gin files) prints the per-device memory estimate of
-brainformer_tf/memory.py instead (parameters, gradients, optimizer slots, activations).
+brainformer_tf/analysis/memory.py instead (parameters, gradients, optimizer slots, activations).
 """
 
 import argparse
 import json
-import os
 import sys
 
-from brainformer_tf import errors
+from brainformer_tf.analysis import accounting
+from brainformer_tf.analysis import memory
+from brainformer_tf.analysis import symbolic
+from brainformer_tf.analysis.accounting import human
+from brainformer_tf.config import errors
 
 PROG = "brainformer params"
 
@@ -51,7 +54,6 @@ def _parser():
 
 
 def format_table(counts, layers=False) -> str:
-  from brainformer_tf.accounting import human  # pylint: disable=g-import-not-at-top
   rows = [("total params (no embeddings)", counts.total_params),
           ("activated params / token", counts.activated_params),
           (f"training FLOPs / token (T={counts.sequence_length})", counts.flops_per_token),
@@ -68,12 +70,10 @@ def format_table(counts, layers=False) -> str:
 
 
 def run(argv) -> int:
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   parser = _parser()
   args = parser.parse_args(argv[1:])
   if not args.gin_file and not args.paper:
     parser.error("--gin_file is required (or --paper)")
-  from brainformer_tf import accounting  # pylint: disable=g-import-not-at-top
   if args.mesh:
     return _memory(args)
   try:
@@ -83,7 +83,7 @@ def run(argv) -> int:
     counts = accounting.count(args.gin_file, args.gin_param, args.sequence_length,
                               args.vocab_size or accounting.DEFAULT_VOCAB_SIZE,
                               args.module_import)
-  except accounting.AccountingError as e:
+  except symbolic.AnalysisError as e:
     return errors.report(PROG, e)
   if args.json:
     print(json.dumps(counts.as_dict()))
@@ -94,12 +94,11 @@ def run(argv) -> int:
 
 
 def _memory(args) -> int:
-  from brainformer_tf import accounting, memory  # pylint: disable=g-import-not-at-top
   try:
     est = memory.estimate(args.gin_file, args.gin_param, args.mesh, args.layout_rules,
                           args.batch_size, args.sequence_length,
                           args.vocab_size or accounting.DEFAULT_VOCAB_SIZE)
-  except accounting.AccountingError as e:
+  except symbolic.AnalysisError as e:
     return errors.report(PROG, e)
   if args.json:
     print(json.dumps({**est.as_dict(),

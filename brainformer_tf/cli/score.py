@@ -18,7 +18,9 @@ import json
 import os
 import sys
 
-from brainformer_tf import errors
+from brainformer_tf.config import errors
+from brainformer_tf.config import prepare
+from brainformer_tf.evaluation import leakfree
 
 PROG = "brainformer score"
 
@@ -51,7 +53,6 @@ def _check(args):
 
 
 def main(args):
-  from brainformer_tf.evaluation import leakfree  # pylint: disable=g-import-not-at-top
   _check(args)
   scorer = leakfree.Scorer(args.checkpoint, args.sequence_length, args.batch, args.gin_file,
                            args.gin_param)
@@ -89,11 +90,9 @@ def main(args):
 
 def run(argv):
   args = parser().parse_args(argv[1:])
-  from brainformer_tf.cli import eval as eval_cli  # pylint: disable=g-import-not-at-top
-  eval_cli.setup()
-  from brainformer_tf.cli import train  # pylint: disable=g-import-not-at-top
+  prepare.graph_mode()
   try:
     main(args)
-  except train.user_errors() as e:
+  except prepare.user_errors() as e:
     return errors.report(PROG, e)
   return 0

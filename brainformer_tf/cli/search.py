@@ -13,7 +13,11 @@ import os
 import subprocess
 import sys
 
-from brainformer_tf import errors
+from brainformer_tf.config import errors
+from brainformer_tf.search import evolution
+from brainformer_tf.search import mutation
+from brainformer_tf.search import report
+from brainformer_tf.search import trial
 
 PROG = "brainformer search"
 
@@ -83,7 +87,6 @@ def thread_env(threads):
 
 
 def _config(args):
-  from brainformer_tf.search import evolution, mutation  # pylint: disable=g-import-not-at-top
   split = lambda s: [x for x in s.split(",") if x]
   return evolution.default_config(
       space=args.space, trials=args.trials, population=args.population,
@@ -100,7 +103,6 @@ def run(argv) -> int:
   args = _parser().parse_args(argv[1:])
   if args.workers < 1:
     return errors.report(PROG, ValueError(f"--workers={args.workers}: must be >= 1"))
-  from brainformer_tf.search import evolution, report, trial  # pylint: disable=g-import-not-at-top
   log = lambda line: print(line, flush=True)
   cores = [None] * args.workers
   if args.pin_cores:

@@ -11,13 +11,14 @@ import argparse
 import glob
 import os
 
-from brainformer_tf import errors
+from brainformer_tf.config import errors
+from brainformer_tf.data import text
+from brainformer_tf.data import vocab
 
 PROG = "brainformer vocab"
 
 
 def _parser():
-  from brainformer_tf.data import vocab  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
   p.add_argument("files", nargs="+", help="text files or glob patterns to train on")
   p.add_argument("--output", required=True, help="where to write the .model file")
@@ -38,8 +39,6 @@ def _expand(patterns):
 
 def run(argv) -> int:
   args = _parser().parse_args(argv[1:])
-  from brainformer_tf.data import text  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.data import vocab  # pylint: disable=g-import-not-at-top
   try:
     if args.vocab_size < 8:
       raise errors.UsageError(f"--vocab_size={args.vocab_size}: must be at least 8")

@@ -22,8 +22,13 @@ import hashlib
 import os
 import platform
 import sysconfig
-import zlib
 from typing import Dict, List, Tuple
+import zlib
+
+try:
+  from pydoc_data import topics
+except ImportError:  # some distributions package it separately
+  topics = None
 
 from brainformer_tf.data import text
 
@@ -36,12 +41,10 @@ _MIN_DOCSTRING_CHARS = 200
 
 def topic_documents() -> Dict[str, str]:
   """Title -> text of the language reference topics."""
-  try:
-    from pydoc_data import topics  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
+  if topics is None:
     raise text.CorpusError(
         "the embedded default corpus needs the standard-library module pydoc_data, which this "
-        "Python install lacks (some distributions package it separately)") from e
+        "Python install lacks (some distributions package it separately)")
   return dict(topics.topics)
 
 

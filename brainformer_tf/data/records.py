@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from absl import logging
 import gin
+import tensorflow as tf
 
 from brainformer_tf.data import text
 
@@ -44,7 +45,6 @@ def data_dir(path: Optional[str] = None) -> str:
 
 def local_path(relative: str) -> str:
   """`relative` under data_dir(); a missing file is an error naming the expected path."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   path = os.path.join(data_dir(), relative)
   if not tf.io.gfile.exists(path):
     raise text.CorpusError(f"local dataset file not found: {path} (expected under the data "

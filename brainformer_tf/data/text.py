@@ -8,6 +8,8 @@ they are). Paragraphs are what the LM tasks tokenize, split to the sequence leng
 import os
 from typing import Iterable, Iterator, List, Sequence
 
+import tensorflow as tf
+
 
 class CorpusError(ValueError):
   """A text source is missing, empty or unreadable; the message names the file."""
@@ -29,7 +31,6 @@ def paragraphs(lines: Iterable[str]) -> Iterator[str]:
 
 def read_text_file(path: str) -> str:
   """Reads a UTF-8 text file; the error names the file and the line that is not UTF-8."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (gfile reads gs:// too)
   if not tf.io.gfile.exists(path):
     raise CorpusError(f"text file not found: {path}")
   with tf.io.gfile.GFile(path, "rb") as f:

@@ -5,7 +5,7 @@ this project uses `LocalSentencePieceVocabulary`: a `seqio.SentencePieceVocabula
 file is trained (unigram, T5 special ids pad=0, eos=1, unk=2, full character coverage plus byte
 fallback so any UTF-8 text round-trips) the first time it is needed, from
 the embedded default corpus or from the text files given in Gin, and cached under
-`brainformer_tf.paths.cache_dir()`. Point `vocabulary_settings.model_file` at an existing
+`brainformer_tf.config.paths.cache_dir()`. Point `vocabulary_settings.model_file` at an existing
 `.model` (e.g. the GLaM/T5 one on gs://) to use that instead; nothing is trained then.
 
 Gin:
@@ -20,9 +20,11 @@ import tempfile
 from typing import Optional, Sequence
 
 import gin
+import sentencepiece as spm
 import seqio
+import tensorflow as tf
 
-from brainformer_tf import paths
+from brainformer_tf.config import paths
 from brainformer_tf.data import default_corpus
 from brainformer_tf.data import text
 
@@ -68,7 +70,6 @@ def cached_model_path(vocab_size: int, train_files: Optional[Sequence[str]]) -> 
 def train_sentencepiece(output_path: str, vocab_size: int,
                         train_files: Optional[Sequence[str]] = None) -> str:
   """Trains a unigram SentencePiece model and moves it atomically to `output_path`."""
-  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   sentences = training_paragraphs(train_files)[:_MAX_TRAINING_SENTENCES]
   out_dir = os.path.dirname(os.path.abspath(output_path))
   os.makedirs(out_dir, exist_ok=True)
@@ -88,7 +89,6 @@ def resolve_model_file() -> str:
   """The SentencePiece model file to use now, training and caching it if needed."""
   model_file, vocab_size, train_files = vocabulary_settings()
   if model_file:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if not tf.io.gfile.exists(model_file):
       raise FileNotFoundError(
           f"vocabulary_settings.model_file={model_file!r}: no such SentencePiece model")

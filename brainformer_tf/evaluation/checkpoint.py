@@ -10,7 +10,12 @@ it does not find) or failing deep inside an estimator.
 import os
 import re
 
-from brainformer_tf import errors
+import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import utils
+from tensorflow.compat.v1 import estimator as tf_estimator
+import tensorflow.compat.v1 as tf
+
+from brainformer_tf.config import errors
 
 OPERATIVE_CONFIG = "operative_config.gin"
 # Learned during training only by causal expert choice (docs/moe.md); a checkpoint of another
@@ -20,7 +25,6 @@ LEARNED_IN_FINETUNE = re.compile(r"router/threshold_(ema|weight)$")
 
 def resolve(path):
   """(checkpoint prefix, global step, operative_config.gin path or None) of a dir or prefix."""
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   if os.path.isdir(path):
     prefix = tf.train.latest_checkpoint(path)
     if prefix is None:
@@ -40,10 +44,6 @@ def resolve(path):
 
 def model_variables(model_type, vocab_size, length=64, batch=2):
   """{name: shape} of the master variables the Gin-configured model creates (graph only)."""
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from tensorflow.compat.v1 import estimator as tf_estimator  # pylint: disable=g-import-not-at-top
   with tf.Graph().as_default():
     graph = mtf.Graph()
     mesh = mtf.Mesh(graph, "check_mesh")
@@ -64,7 +64,6 @@ def check_compatible(prefix, model_type, vocab_size, allow_missing=None):
   allow_missing: regex of model variables the checkpoint may lack (learned afterwards).
   Optimizer slots and the global step in the checkpoint are ignored.
   """
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
   ours = model_variables(model_type, vocab_size)
   theirs = dict(tf.train.list_variables(prefix))
   missing = sorted(n for n in ours if n not in theirs and not (

@@ -14,15 +14,24 @@ raises UsageError before a session runs.
 import functools
 import os
 
-from brainformer_tf import errors
+import gin
+from mesh_tensorflow.transformer import utils
+import seqio
+
+from brainformer_tf.blocks import causality
+from brainformer_tf.config import errors
+from brainformer_tf.config import ginutil
 from brainformer_tf.evaluation import checkpoint
+from brainformer_tf.evaluation import decode
+from brainformer_tf.evaluation import rank
+from brainformer_tf.evaluation import run_dir
+from brainformer_tf.layers.moe import router
 
 MODES = ("decode", "rank")
 
 
 def parse_gin(config_files, gin_params):
   """Parses mesh-tf defaults then `config_files` and `gin_params` on the project's paths."""
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
   try:
     ginutil.parse_model_config(config_files, gin_params)
   except OSError as e:
@@ -39,7 +48,6 @@ def model_config(prefix, operative, gin_files):
 
 def get_task(name, split):
   """The registered task or mixture `name`, which must have `split`; else UsageError."""
-  import seqio  # pylint: disable=g-import-not-at-top
   try:
     task = seqio.get_mixture_or_task(name)
   except ValueError:
@@ -53,9 +61,6 @@ def check_causal(modes, model_type, vocab_size):
   """UsageError if a layer of the model as built routes with non-causal expert choice (it would
   see the future): a `g[ec]` spec and a BlockDefaults or MoE default count, not only Gin text.
   (Top-2 decodes causally and its scoring-time capacity effect is small: allowed.)"""
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.blocks import causality  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.layers.moe import router  # pylint: disable=g-import-not-at-top
   if not modes:
     return
   bad = causality.layers_routing_by(ginutil.build_model(model_type, vocab_size),
@@ -71,8 +76,6 @@ def check_causal(modes, model_type, vocab_size):
 
 def prepare(prefix, step, task_name, modes, split):
   """Checks the parsed config against the task and checkpoint; binds vocabulary and step."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
   task = get_task(task_name, split)
   model_type = ginutil.query("utils.run.model_type", "bitransformer")
   if model_type not in ("lm", "delimited_lm"):
@@ -92,11 +95,6 @@ def prepare(prefix, step, task_name, modes, split):
 
 def run_mode(mode, model_dir, task_name, model_type, out_dir, num_examples):
   """Runs one mode with mesh-tf's `utils.run`; returns {task: {"metrics", "records"}}."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.evaluation import decode  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.evaluation import rank  # pylint: disable=g-import-not-at-top
   continue_prompt = model_type == "lm"
   lengths = dict(ginutil.query("utils.run.sequence_length"))
   if mode == "decode":
@@ -128,8 +126,6 @@ def run_mode(mode, model_dir, task_name, model_type, out_dir, num_examples):
 def evaluate(checkpoint_path, task_names, modes, out_dir, gin_files=(), gin_params=(),
              split="validation", num_examples=-1):
   """Evaluates `checkpoint_path` on every task; writes the run dir; returns the scores."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.evaluation import run_dir  # pylint: disable=g-import-not-at-top
   bad = [m for m in modes if m not in MODES]
   if bad or not modes:
     raise errors.UsageError(f"--modes {','.join(modes)}: choose from {', '.join(MODES)}")

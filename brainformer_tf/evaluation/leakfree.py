@@ -28,12 +28,15 @@ import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
 from mesh_tensorflow.transformer import utils
 import numpy as np
+import seqio
 import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
 
-from brainformer_tf import errors
-from brainformer_tf import ginutil
 from brainformer_tf.blocks import causality
+from brainformer_tf.config import errors
+from brainformer_tf.config import ginutil
+from brainformer_tf.data import text
+from brainformer_tf.data import vocab
 from brainformer_tf.evaluation import checkpoint
 
 EOS = 1
@@ -171,8 +174,6 @@ class Scorer:
 
 def vocabulary():
   """The vocabulary of the model's training task (Gin's MIXTURE_NAME), else the project's."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.data import vocab  # pylint: disable=g-import-not-at-top
   name = ginutil.mixture_name()
   try:
     return seqio.get_mixture_or_task(name).output_features["targets"].vocabulary
@@ -266,7 +267,6 @@ def score(scorer: Scorer, rows: np.ndarray, mode: str = "auto", progress=None) -
 
 def rows_from_files(paths: Sequence[str], vocabulary, length: int, max_rows: int) -> np.ndarray:
   """Rows of `length` tokens from text files (paragraphs as documents), at most max_rows."""
-  from brainformer_tf.data import text  # pylint: disable=g-import-not-at-top
   docs = (vocabulary.encode(p) for p in text.file_paragraphs(list(paths)))
   rows = stream_rows(docs, length, max_rows)
   if not len(rows):
@@ -276,7 +276,6 @@ def rows_from_files(paths: Sequence[str], vocabulary, length: int, max_rows: int
 
 def rows_from_task(task_name: str, split: str, length: int, max_rows: int) -> np.ndarray:
   """Rows of `length` tokens from a registered task's split (its `targets` feature)."""
-  import seqio  # pylint: disable=g-import-not-at-top
   try:
     task = seqio.get_mixture_or_task(task_name)
   except ValueError:

@@ -29,7 +29,7 @@ from t5.models import mesh_transformer
 import tensorflow.compat.v1 as tf
 import tensorflow_datasets as tfds
 
-from brainformer_tf import errors
+from brainformer_tf.config import errors
 from brainformer_tf.evaluation import leakfree
 
 EOS = 1

@@ -26,6 +26,7 @@ import socket
 import time
 from typing import Callable, Optional
 
+from brainformer_tf import atomic
 from brainformer_tf.search import mutation
 from brainformer_tf.search import reward as reward_lib
 from brainformer_tf.search import space as space_lib
@@ -107,11 +108,7 @@ def load(search_dir: str) -> Optional[dict]:
 
 def save(search_dir: str, state: dict):
   path = os.path.join(search_dir, STATE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(state, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(path + ".tmp", path)
+  atomic.write_json(path, state, fsync=True)
 
 
 def init(search_dir: str, config: dict) -> dict:

@@ -20,7 +20,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 from brainformer_tf.blocks import spec as spec_lib
 from brainformer_tf.search import space as space_lib
-from brainformer_tf.search.space import Candidate, SearchSpace
+from brainformer_tf.search.space import Candidate
+from brainformer_tf.search.space import SearchSpace
 
 _SETTING_OPS = {  # operator -> (SubLayer field, letters it applies to)
     "width": ("hidden", "fg"),

@@ -9,9 +9,13 @@
 """
 
 import glob
-import json
 import os
 
+import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from brainformer_tf import atomic
 from brainformer_tf.search import evolution
 from brainformer_tf.search import space as space_lib
 from brainformer_tf.search import trial as trial_lib
@@ -33,11 +37,9 @@ def write(search_dir: str, top_k: int = 3) -> dict:
     raise FileNotFoundError(f"--dir={search_dir}: no {evolution.STATE} (no search there)")
   space = space_lib.get(state["config"]["space"])
   paths = {"log": os.path.join(search_dir, "search_log.json")}
-  with open(paths["log"] + ".tmp", "w") as f:
-    json.dump({"config": state["config"], "references": state["references"],
-               "trials": state["trials"], "population": state["population"],
-               "ranking": [t["id"] for t in ranked(state)]}, f, indent=1)
-  os.replace(paths["log"] + ".tmp", paths["log"])
+  atomic.write_json(paths["log"], {
+      "config": state["config"], "references": state["references"], "trials": state["trials"],
+      "population": state["population"], "ranking": [t["id"] for t in ranked(state)]})
   top_dir = os.path.join(search_dir, "top")
   os.makedirs(top_dir, exist_ok=True)
   for old in glob.glob(os.path.join(top_dir, "rank*.gin")):  # the ranking may have changed
@@ -59,9 +61,7 @@ def write(search_dir: str, top_k: int = 3) -> dict:
 
 
 def plot(state: dict, path: str) -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   trials = [t for t in state["trials"] if t["reward"] is not None]
   fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
   ids = [t["id"] for t in trials]
@@ -87,7 +87,6 @@ def plot(state: dict, path: str) -> str:
   bottom.set_xlabel("trial")
   bottom.set_ylabel("validation log-perplexity")
   bottom.legend(loc="upper right", fontsize=8)
-  from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
   bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
   bottom.set_xlim(-0.5, max(ids, default=0) + 0.5)
   for ax in (top, bottom):

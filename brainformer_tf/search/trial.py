@@ -9,7 +9,6 @@ leaves no orphan trial behind.
 
 import ctypes
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -19,8 +18,11 @@ import time
 from typing import Optional, Sequence
 
 from brainformer_tf.blocks import spec as spec_lib
-from brainformer_tf.search.space import Candidate, SearchSpace
+from brainformer_tf.search.space import Candidate
+from brainformer_tf.search.space import SearchSpace
 from brainformer_tf.training import budget as budget_lib
+
+from brainformer_tf.training import progress
 
 MODEL_GIN = "model.gin"
 LOG = "train.log"
@@ -145,16 +147,9 @@ def read_result(model_dir: str) -> dict:
   record = budget_lib.read(model_dir) or {}
   end = record.get("end") or {}
   val = leak_free = None   # the leak-free figure wins where routing reads the row (loop.py)
-  log = os.path.join(model_dir, "train_log.jsonl")
-  if os.path.exists(log):
-    with open(log) as f:
-      for line in f:
-        try:
-          record_ = json.loads(line)
-        except ValueError:
-          continue
-        val = record_.get("validation_loss", val)
-        leak_free = record_.get("validation_loss_leak_free", leak_free)
+  for line in progress.read_log(model_dir):
+    val = line.get("validation_loss", val)
+    leak_free = line.get("validation_loss_leak_free", leak_free)
   val = leak_free if leak_free is not None else val
   status = "early_stop" if record.get("early_stop") else "done"
   if not end or val is None:

@@ -23,6 +23,8 @@ from typing import Optional
 import gin
 import tensorflow.compat.v1 as tf
 
+from brainformer_tf import atomic
+
 BUDGET_FILE = "budget.json"
 CLOCKS = {"wall": time.time, "process": time.process_time}
 
@@ -118,6 +120,4 @@ class WallClockBudgetHook(tf.train.SessionRunHook):
 
   def _write(self):
     path = os.path.join(self._model_dir, BUDGET_FILE)
-    with open(path + ".tmp", "w") as f:
-      json.dump(self._record, f, indent=1)
-    os.replace(path + ".tmp", path)
+    atomic.write_json(path, self._record)

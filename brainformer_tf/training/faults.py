@@ -9,6 +9,8 @@ outside tests), nothing is patched.
 import os
 import signal
 
+from tensorflow.python.checkpoint import checkpoint_management
+
 ENV = "BRAINFORMER_FAULT"
 
 
@@ -20,7 +22,6 @@ def install():
   kind, _, step = spec.partition(":")
   if kind != "kill_before_checkpoint_state" or not step.isdigit():
     raise ValueError(f"{ENV}={spec!r}: expected kill_before_checkpoint_state:<step>")
-  from tensorflow.python.checkpoint import checkpoint_management  # pylint: disable=g-import-not-at-top
   update = checkpoint_management.update_checkpoint_state_internal
 
   def update_or_die(save_dir, model_checkpoint_path, *args, **kwargs):

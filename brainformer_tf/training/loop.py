@@ -23,15 +23,14 @@ from absl import logging
 import gin
 from mesh_tensorflow.transformer import dataset as transformer_dataset
 from mesh_tensorflow.transformer import utils
+import numpy as np
 from t5.models import mesh_transformer
 import tensorflow.compat.v1 as tf
 
-import numpy as np
-
-from brainformer_tf import ginutil
 # At import (Gin parses this module): blocks registers Gin configurables, which cannot be
 # added once train has finalized the config (a lazy import failed every non-block model).
 from brainformer_tf.blocks import causality
+from brainformer_tf.config import ginutil
 from brainformer_tf.training import budget
 from brainformer_tf.training import checkpoints
 from brainformer_tf.training import faults

@@ -11,7 +11,11 @@ import os
 import time
 
 from absl import logging
+import matplotlib
+import matplotlib.pyplot as plt
 import tensorflow.compat.v1 as tf
+
+from brainformer_tf import atomic
 
 LOG_FILE = "train_log.jsonl"
 PLOT_FILE = "loss_curve.png"
@@ -46,17 +50,13 @@ def truncate_log(model_dir, step):
     lines = [line for line in f if line.strip()]
   kept = [line if line.endswith("\n") else line + "\n" for line in lines
           if (_parse(line) or {}).get("step", step + 1) <= step]
-  with open(path + ".tmp", "w") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
+  atomic.write_lines(path, kept)
   return len(lines) - len(kept)
 
 
 def plot_log(model_dir):
   """Plots loss against step (and validation points, if any) to loss_curve.png."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   records = read_log(model_dir)
   train = [r for r in records if "loss" in r]
   valid = [r for r in records if "validation_loss" in r]

@@ -1,4 +1,5 @@
-"""`<model_dir>/run_info.json`: what produced a run (versions, commit, seed, command).
+"""`<model_dir>/run_info.json`: what produced a run (versions, commit, seed, command, which
+mesh-tf patches of brainformer_tf/compat.py were on).
 
 Written at the start of every (re)start of training; earlier starts are kept under "history"
 so a resumed run shows every process that contributed. mesh-tf writes the operative Gin config
@@ -14,6 +15,9 @@ import sys
 import time
 
 import brainformer_tf
+from brainformer_tf import compat
+
+from brainformer_tf import atomic
 
 FILE = "run_info.json"
 PACKAGES = ("tensorflow", "tensorflow-cpu", "tensorflow-estimator", "mesh-tensorflow", "t5",
@@ -56,9 +60,8 @@ def write(model_dir, seed, restored_step):
     history = previous.pop("history", []) + [previous]
   info = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv,
           "seed": seed, "restored_step": restored_step, "git_commit": git_commit(),
-          "versions": package_versions(), "history": history}
+          "versions": package_versions(), "compat_patches": compat.status(),
+          "history": history}
   os.makedirs(model_dir, exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(info, f, indent=1)
-  os.replace(path + ".tmp", path)
+  atomic.write_json(path, info)
   return path

@@ -121,12 +121,10 @@ class MoE(transformer.TransformerLayer):
                        "positions and cannot decode one token at a time; use "
                        "'expert_choice_causal' or 'top_2'")
     experts_dim = mtf.Dimension("experts", self.num_experts)
-    split = layout.split_ways(context, experts_dim)
-    if self.num_experts % split:
-      raise ValueError(f"{cfg.layer_name}: num_experts={self.num_experts} is not divisible by "
-                       f"the mesh dimension of size {split} that 'experts' is split over "
-                       f"(mesh_shape={context.model.mesh_shape}, "
-                       f"layout={context.model.layout})")
+    problem = layout.split_problem("num_experts", experts_dim, context.model.mesh_shape,
+                                   context.model.layout)
+    if problem:
+      raise ValueError(f"{cfg.layer_name}: {problem}")
 
     token_dims, model_dim = x.shape.dims[:-1], x.shape.dims[-1]
     batch_dim = token_dims[0]

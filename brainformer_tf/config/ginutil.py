@@ -4,12 +4,16 @@ import os
 from typing import Sequence
 
 import gin
+from mesh_tensorflow.transformer import utils
+import pkg_resources
+from t5.models import mesh_transformer
+from t5.models import mesh_transformer_main
+
+from brainformer_tf.config import paths
 
 
 def add_search_paths():
   """Puts t5's gin/ and the project's gin/ on the Gin search path (once)."""
-  from t5.models import mesh_transformer_main  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
   for path in (os.path.dirname(mesh_transformer_main.__file__) + "/gin", paths.gin_dir()):
     if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
       gin.add_config_file_search_path(path)
@@ -21,8 +25,6 @@ def parse_model_config(gin_files: Sequence[str], gin_params: Sequence[str] = ())
   The same order and deprecated-name skipping as t5_mesh_transformer; errors propagate (OSError
   for a missing file) for the caller to report.
   """
-  import pkg_resources  # pylint: disable=g-import-not-at-top
-  from t5.models import mesh_transformer  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   add_search_paths()
   gin.parse_config_file(pkg_resources.resource_filename(
@@ -72,7 +74,6 @@ def resolve_default_mesh(tpu: str = "", tpu_topology: str = "v2-8"):
 def build_model(model_type: str = "lm", vocab_size: int = 512, mesh_shape="", layout_rules=None):
   """The Gin-configured model (mesh-tf's utils.build_model) with no graph: layer constructors
   only record their settings, so this is cheap and what checks of the built layers read."""
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
   return utils.build_model(model_type=model_type, input_vocab_size=vocab_size,
                            output_vocab_size=vocab_size, layout_rules=layout_rules,
                            mesh_shape=mesh_shape)

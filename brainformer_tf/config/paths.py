@@ -3,7 +3,7 @@
 import os
 import pathlib
 
-_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent.parent   # brainformer_tf/
 
 
 def gin_dir() -> str:

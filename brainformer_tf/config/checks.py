@@ -16,9 +16,20 @@ import re
 
 import gin
 import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import moe as mtf_moe
+from mesh_tensorflow.transformer import transformer
+from mesh_tensorflow.transformer import utils
+import sentencepiece
+import seqio
 import tensorflow.compat.v1 as tf
 
-from brainformer_tf import ginutil
+from brainformer_tf.blocks import build
+from brainformer_tf.config import ginutil
+from brainformer_tf.data import vocab
+from brainformer_tf.layers import layout
+from brainformer_tf.layers.moe import layer as moe_layer
+from brainformer_tf.layers.moe import router
+from brainformer_tf.training import nan_guard
 
 # mesh-tf layer parameters that size a dimension which layout_rules may split over the mesh.
 SPLIT_PARAMS = {
@@ -99,14 +110,10 @@ def _split_problem(where, what, size, dim_name, shape, rules):
   if shape is None or not isinstance(size, int):
     return None
   try:
-    axis = rules.tensor_dimension_to_mesh_axis(mtf.Dimension(dim_name, size), shape)
+    problem = layout.split_problem(what, mtf.Dimension(dim_name, size), shape, rules)
   except ValueError as e:
     return f"{where}: {e}"
-  if axis is None or size % shape.dims[axis].size == 0:
-    return None
-  mesh_dim = shape.dims[axis]
-  return (f"{where}: {what}={size} (dimension {dim_name!r}) is split over mesh dimension "
-          f"{mesh_dim.name!r} of size {mesh_dim.size} and must be a multiple of it")
+  return f"{where}: {problem}" if problem else None
 
 
 def _layer_entries():
@@ -165,8 +172,6 @@ def _referenced_configurables():
   `learning_rate_schedules.product_learning_rate` and `optimize.product_learning_rate`) stay
   apart, as in Gin itself.
   """
-  from mesh_tensorflow.transformer import transformer  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
   found = {"mesh_tensorflow.transformer.utils.run": utils.run,
            "mesh_tensorflow.transformer.transformer.make_layer_stack":
                transformer.make_layer_stack}
@@ -229,7 +234,6 @@ def check_sizes(locate, shape, rules, checkpoint=None):
                         f"{max_length}")
   name = ginutil.mixture_name()
   if isinstance(lengths, dict) and name:
-    import seqio  # pylint: disable=g-import-not-at-top
     try:
       features = seqio.get_mixture_or_task(name).output_features
     except ValueError:
@@ -251,10 +255,8 @@ def check_sizes(locate, shape, rules, checkpoint=None):
 
 def vocab_size():
   """The vocabulary size the run will use, from vocabulary_settings (no training needed)."""
-  from brainformer_tf.data import vocab  # pylint: disable=g-import-not-at-top
   model_file, size, _ = vocab.vocabulary_settings()
   if model_file:
-    import sentencepiece  # pylint: disable=g-import-not-at-top
     return sentencepiece.SentencePieceProcessor(model_file=model_file).get_piece_size()
   return size
 
@@ -291,7 +293,6 @@ def _vocab_problems(locate, shape, rules, checkpoint):
 
 
 def check_policies(locate):
-  from brainformer_tf.training import nan_guard  # pylint: disable=g-import-not-at-top
   try:
     nan_guard.settings()
   except ValueError as e:
@@ -304,7 +305,6 @@ def check_block_spec(locate, shape, rules):
   spec = ginutil.query("blocks.block_layers.spec")
   if spec is None:
     return []
-  from brainformer_tf.blocks import build  # pylint: disable=g-import-not-at-top
   try:
     build.validate(spec, shape if shape is not None else "", rules)
   except ValueError as e:
@@ -329,9 +329,6 @@ def check_built_model(locate, shape, rules):
   width, experts) and MoE capacity factors whose slots per expert round to 0 for the training
   routing group (router.num_slots)."""
   del locate
-  from mesh_tensorflow.transformer import moe as mtf_moe  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.layers.moe import layer as moe_layer  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.layers.moe import router  # pylint: disable=g-import-not-at-top
   if ginutil.query("utils.run.model_type", "bitransformer") not in ("lm", "delimited_lm"):
     return []
   try:

@@ -1,9 +1,8 @@
 """Parameter and FLOP accounting of any Gin-configured mesh-tf decoder-only model.
 
-The model is the one `brainformer train` builds: the Gin files are parsed on top of mesh-tf's
-defaults.gin, `utils.build_model` makes the Unitransformer, and its training graph is built
-symbolically on a tiny batch (no lowering, no session; the tf master variables are shape-only
-stand-ins, so a 160B model builds in about a second). Counts come from `graph.trainable_variables`:
+The model's training graph is built symbolically on a tiny batch (analysis/symbolic.py: the
+model `brainformer train` builds, shape-only variables). Counts come from
+`graph.trainable_variables`:
 
   embeddings   variables with a `vocab` dimension (input embedding, softmax); excluded from
                both totals, the papers' convention, and reported separately.
@@ -20,16 +19,16 @@ stand-ins, so a 160B model builds in about a second). Counts come from `graph.tr
 """
 
 import dataclasses
-import logging
 from typing import Dict, List, Optional, Sequence
 
-DEFAULT_SEQUENCE_LENGTH = 1024   # GLaM recipe; a recipe gin file (utils.run.sequence_length) wins
+import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import transformer_layers
+
+from brainformer_tf.analysis import symbolic
+from brainformer_tf.config import ginutil
+
 DEFAULT_VOCAB_SIZE = 256000      # GLaM's SentencePiece vocabulary; only affects `embedding_params`
 _BUILD_BATCH, _BUILD_LENGTH = 4, 128  # symbolic build shape; enough tokens for any routing group
-
-
-class AccountingError(ValueError):
-  """A model that cannot be parsed or built; the message is one line naming the cause."""
 
 
 @dataclasses.dataclass
@@ -58,44 +57,6 @@ class Counts:
             "embedding_params": self.embedding_params, "sequence_length": self.sequence_length}
 
 
-def _imports():
-  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
-  compat.apply()
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  tf.disable_v2_behavior()
-  return tf
-
-
-def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
-             module_imports: Sequence[str] = ()):
-  """Clears Gin and parses mesh-tf's defaults.gin, then the files and bindings (as `train`).
-
-  Gin files are looked up in the project's gin/ and t5's gin/ folders. Bad input raises
-  AccountingError with one line.
-  """
-  _imports()
-  import importlib  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import paths  # pylint: disable=g-import-not-at-top
-
-  for module in module_imports:
-    importlib.import_module(module)
-  root = logging.getLogger()
-  level = root.level
-  root.setLevel(logging.CRITICAL)  # gin logs every search-path miss as an ERROR
-  try:
-    ginutil.parse_model_config(gin_files, gin_params)
-  except OSError as e:
-    raise AccountingError(f"{e}; project model files: {', '.join(paths.model_files())}"
-                          ) from None
-  except (ValueError, TypeError, ImportError, NameError) as e:
-    raise AccountingError(f"gin: {_one_line(e)}") from None
-  finally:
-    root.setLevel(level)
-
-
-def _one_line(e: BaseException) -> str:
-  return " ".join(str(e).split("\n")[0].split()) or type(e).__name__
 
 
 def experts_per_token(layer) -> Optional[float]:
@@ -115,45 +76,16 @@ def experts_per_token(layer) -> Optional[float]:
            "top_n": float(getattr(hparams, "moe_top_n_num_experts_per_token", 0)),
            "expert_selection": float(getattr(hparams, "moe_capacity_factor_train", 0))}
   if gating not in table:
-    raise AccountingError(f"{type(layer).__name__} gating {gating!r}: experts per token unknown")
+    raise symbolic.AnalysisError(
+        f"{type(layer).__name__} gating {gating!r}: experts per token unknown")
   return table[gating]
 
 
 def _attention_dim(layer) -> int:
-  from mesh_tensorflow.transformer import transformer_layers  # pylint: disable=g-import-not-at-top
   if (isinstance(layer, transformer_layers.SelfAttention) and
       not isinstance(layer, transformer_layers.EncDecAttention)):
     return int(layer.num_heads) * int(layer.key_value_size)
   return 0
-
-
-def _sequence_length(explicit: Optional[int]) -> int:
-  """explicit, else a recipe's utils.run.sequence_length["targets"], else 1024."""
-  if explicit:
-    return int(explicit)
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
-  bound = ginutil.query("utils.run.sequence_length") or {}
-  # mesh-tf's defaults.gin binds 512 for every model; only a recipe's own value counts.
-  if isinstance(bound, dict) and bound.get("targets") and bound != {"inputs": 512, "targets": 512}:
-    return int(bound["targets"])
-  return DEFAULT_SEQUENCE_LENGTH
-
-
-class _ShapeOnlyVariable:
-  """What mtf keeps of a tf variable while counting: its name and shape (no initializer ops)."""
-
-  def __init__(self, name, shape, dtype):
-    from tensorflow.python.framework import tensor_shape  # pylint: disable=g-import-not-at-top
-    self.name, self.dtype = f"{name}:0", dtype
-    self.shape = tensor_shape.TensorShape(shape)
-
-  def get_shape(self):
-    return self.shape
-
-
-def _shape_only_variable(next_creator, **kwargs):
-  del next_creator  # building the real variable's initializer ops is most of the build time
-  return _ShapeOnlyVariable(kwargs["name"], kwargs["shape"], kwargs.get("dtype"))
 
 
 def count_current_config(sequence_length: Optional[int] = None,
@@ -165,39 +97,19 @@ def count_current_config(sequence_length: Optional[int] = None,
   utils.run.mesh_shape); the batch is rounded up to a multiple of its batch split. Counts do
   not depend on them.
   """
-  tf = _imports()
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
-
   model_type = ginutil.query("utils.run.model_type", "bitransformer")
   if model_type not in ("lm", "delimited_lm"):
-    raise AccountingError(f"utils.run.model_type={model_type!r}: only decoder-only models "
-                          "('lm', 'delimited_lm') are counted")
-  seq_len = _sequence_length(sequence_length)
+    raise symbolic.AnalysisError(f"utils.run.model_type={model_type!r}: only decoder-only "
+                                 "models ('lm', 'delimited_lm') are counted")
+  seq_len = symbolic.sequence_length(sequence_length)
   mesh_shape = mtf.convert_to_shape(mesh_shape)
   layout_rules = mtf.convert_to_layout_rules(layout_rules)
   split = mtf.tensor_dim_to_mesh_dim_size(layout_rules, mesh_shape,
                                           mtf.Dimension("batch", _BUILD_BATCH))
   batch = -(-_BUILD_BATCH // split) * split
-  with tf.Graph().as_default(), tf.variable_creator_scope(_shape_only_variable):
-    graph = mtf.Graph()
-    mesh = mtf.Mesh(graph, "mesh")
-    try:
-      model = utils.build_model(model_type="lm", input_vocab_size=vocab_size,
-                                output_vocab_size=vocab_size, layout_rules=layout_rules,
-                                mesh_shape=mesh_shape)
-      shape = mtf.Shape([mtf.Dimension("batch", batch),
-                         mtf.Dimension("length", _BUILD_LENGTH)])
-      tokens = mtf.zeros(mesh, shape, tf.int32)
-      model.call_simple(inputs=tokens, targets=tokens, compute_loss=True,
-                        mode=tf.estimator.ModeKeys.TRAIN,
-                        variable_dtype=mtf.VariableDType(tf.float32),
-                        sequence_id=mtf.ones(mesh, shape, tf.int32))
-    except Exception as e:  # pylint: disable=broad-except
-      raise AccountingError(f"the model does not build: {type(e).__name__}: {_one_line(e)}"
-                            ) from None
-    return _count(graph.trainable_variables, model, seq_len)
+  model, graph = symbolic.build_training_graph(batch, _BUILD_LENGTH, vocab_size, mesh_shape,
+                                               layout_rules)
+  return _count(graph.trainable_variables, model, seq_len)
 
 
 def _count(variables, model, seq_len: int) -> Counts:
@@ -222,8 +134,9 @@ def _count(variables, model, seq_len: int) -> Counts:
     if expert_dims:
       ept = entry.experts_per_token
       if ept is None:
-        raise AccountingError(f"variable {var.name} has an experts dimension but its layer "
-                              f"{type(by_name.get(owner)).__name__} gives no experts per token")
+        raise symbolic.AnalysisError(
+            f"variable {var.name} has an experts dimension but its layer "
+            f"{type(by_name.get(owner)).__name__} gives no experts per token")
       fraction = ept / expert_dims[0].size
     is_matmul = len(dims) - len(expert_dims) >= 2 and any(d.name == d_model for d in dims)
     entry.params += size
@@ -241,7 +154,7 @@ def count(gin_files: Sequence[str], gin_params: Sequence[str] = (),
           sequence_length: Optional[int] = None, vocab_size: int = DEFAULT_VOCAB_SIZE,
           module_imports: Sequence[str] = ()) -> Counts:
   """load_gin + count_current_config."""
-  load_gin(gin_files, gin_params, module_imports)
+  symbolic.load_gin(gin_files, gin_params, module_imports)
   return count_current_config(sequence_length, vocab_size)
 
 

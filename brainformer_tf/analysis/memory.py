@@ -1,7 +1,7 @@
 """Per-device memory of a Gin-configured model on a Mesh-TF layout (`brainformer params --mesh`).
 
 The model is built symbolically at the microbatch's real shape with the recipe's mesh_shape and
-layout_rules (no lowering; as accounting.py). Every tensor below is a named mtf Shape, divided
+layout_rules (analysis/symbolic.py, no lowering). Every tensor below is a named mtf Shape, divided
 by the mesh dimensions the layout splits its dimensions over (`per_device`), so the estimate
 follows the layout exactly. B = sequences per microbatch, L = sequence length, a = bytes of the
 activation dtype, s = bytes of the master (and slice) dtype.
@@ -32,7 +32,19 @@ import dataclasses
 import math
 from typing import Dict, Optional, Sequence
 
-from brainformer_tf import accounting
+from mesh_tensorflow import optimize
+import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import moe as mtf_moe
+from mesh_tensorflow.transformer import transformer_layers
+from mesh_tensorflow.transformer import utils
+
+from brainformer_tf.analysis import accounting
+from brainformer_tf.analysis import symbolic
+from brainformer_tf.config import ginutil
+from brainformer_tf.layers import ffn
+from brainformer_tf.layers import layout
+from brainformer_tf.layers.moe import MoE
+from brainformer_tf.layers.moe import router
 
 # Dimension names the shared recipes may split although a given model lacks them (a dense
 # model has no experts): rules for them are no-ops, not typos.
@@ -47,7 +59,7 @@ _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 2.0 ** 30
 
 
-class LayoutError(accounting.AccountingError):
+class LayoutError(symbolic.AnalysisError):
   """A mesh_shape / layout_rules that cannot lay out this model; names the Gin parameter."""
 
 
@@ -74,15 +86,8 @@ class MemoryEstimate:
             "total_gib": round(self.total / GIB, 3)}
 
 
-def _mtf():
-  accounting._imports()  # pylint: disable=protected-access
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  return mtf
-
-
 def parse_mesh(mesh_shape: str, layout_rules: str):
   """mtf Shape and LayoutRules, or a LayoutError naming utils.run.mesh_shape / layout_rules."""
-  mtf = _mtf()
   try:
     shape = mtf.convert_to_shape(mesh_shape or "")
   except (ValueError, TypeError) as e:
@@ -121,24 +126,21 @@ def check_layout(mesh_shape: str, layout_rules: str, model_dims: Sequence[str]):
 def per_device(shape, mesh_shape, layout_rules, what: str = "") -> int:
   """Elements of one device's slice of an mtf Shape under the layout (exact division)."""
   try:
-    layout = layout_rules.tensor_layout(shape, mesh_shape)
+    tensor_layout = layout_rules.tensor_layout(shape, mesh_shape)
   except ValueError as e:
     raise LayoutError(f"utils.run.layout_rules: {what or shape}: {e}") from None
   size = 1
-  for dim, axis in zip(shape.dims, layout.tensor_axis_to_mesh_axis):
-    split = 1 if axis is None else mesh_shape.dims[axis].size
-    if dim.size % split:
-      raise LayoutError(
-          f"utils.run.mesh_shape / utils.run.layout_rules: {what or shape}: dimension "
-          f"{dim.name}={dim.size} is split over mesh dimension {mesh_shape.dims[axis].name!r} "
-          f"of size {split} and must be a multiple of it")
-    size *= dim.size // split
+  for dim, axis in zip(shape.dims, tensor_layout.tensor_axis_to_mesh_axis):
+    problem = layout.split_problem(dim.name, dim, mesh_shape, layout_rules)
+    if problem:
+      raise LayoutError(f"utils.run.mesh_shape / utils.run.layout_rules: {what or shape}: "
+                        f"{problem}")
+    size *= dim.size // (1 if axis is None else mesh_shape.dims[axis].size)
   return size
 
 
 def _slot_elements(var_shape, optimizer, count):
   """Optimizer slot elements per device for one variable (see module doc)."""
-  from mesh_tensorflow import optimize  # pylint: disable=g-import-not-at-top
   if isinstance(optimizer, optimize.AdafactorOptimizer):
     dims = optimizer._factored_dims(var_shape)  # pylint: disable=protected-access
     total = count(var_shape) if dims is None else (count(var_shape - dims[0]) +
@@ -148,17 +150,12 @@ def _slot_elements(var_shape, optimizer, count):
     return total
   if isinstance(optimizer, optimize.AdamWeightDecayOptimizer):
     return 2 * count(var_shape)
-  raise accounting.AccountingError(
+  raise symbolic.AnalysisError(
       f"utils.run.optimizer={type(optimizer).__name__}: slots not modelled (Adafactor, Adam)")
 
 
 def _activations(model, batch, length, vocab, mesh, rules, act_bytes):
   """Activation bytes per device by kind for one microbatch (module doc)."""
-  mtf = _mtf()
-  from mesh_tensorflow.transformer import moe as mtf_moe  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import transformer_layers  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.layers import ffn  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.layers.moe import MoE, router  # pylint: disable=g-import-not-at-top
   dim = mtf.Dimension
   b, l, d = dim("batch", batch), dim("length", length), model.model_dim
 
@@ -196,14 +193,12 @@ def _activations(model, batch, length, vocab, mesh, rules, act_bytes):
         moe += 2 * size([g, e_un, c, s])
       out["moe"] += moe
     else:
-      raise accounting.AccountingError(
+      raise symbolic.AnalysisError(
           f"layer {layer.name} ({type(layer).__name__}): activations not modelled")
   return out
 
 
 def _num_microbatches(batch, length, mesh, rules):
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
-  mtf = _mtf()
   per_replica = ginutil.query(
       "utils.serialize_num_microbatches.tokens_per_microbatch_per_replica")
   if not per_replica:
@@ -213,7 +208,6 @@ def _num_microbatches(batch, length, mesh, rules):
 
 
 def _sequences_per_batch(explicit: Optional[int], length: int) -> int:
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
   if explicit:
     return int(explicit)
   bound = ginutil.query("utils.run.batch_size")
@@ -239,32 +233,28 @@ def estimate(gin_files: Sequence[str], gin_params: Sequence[str] = (), mesh: str
     params.append(f"utils.run.mesh_shape = {mesh!r}")
   if layout_rules:
     params.append(f"utils.run.layout_rules = {layout_rules!r}")
-  accounting.load_gin(files, params)
-  from brainformer_tf import ginutil  # pylint: disable=g-import-not-at-top
+  symbolic.load_gin(files, params)
   mesh_str, rules_str = ginutil.query("utils.run.mesh_shape"), ginutil.query(
       "utils.run.layout_rules")
   if not isinstance(mesh_str, str) or not isinstance(rules_str, str):
     raise LayoutError("utils.run.mesh_shape / utils.run.layout_rules must be strings for the "
                       f"estimate (got {mesh_str!r}); pass --mesh=<layout> or a mesh string")
   mesh_shape, rules = parse_mesh(mesh_str, rules_str)
-  length = accounting._sequence_length(sequence_length)  # pylint: disable=protected-access
+  length = symbolic.sequence_length(sequence_length)
   batch = _sequences_per_batch(sequences_per_batch, length)
   micro = _num_microbatches(batch, length, mesh_shape, rules)
   micro_batch = batch // micro
-  model, graph = _build(mesh_shape, rules, micro_batch, length, vocab_size)
+  model, graph = symbolic.build_training_graph(micro_batch, length, vocab_size, mesh_shape,
+                                               rules)
   model_dims = {d.name for op in graph.operations for t in op.outputs for d in t.shape.dims}
   check_layout(mesh_str, rules_str, model_dims)
 
-  from mesh_tensorflow import optimize  # pylint: disable=g-import-not-at-top
-  tf = accounting._imports()  # pylint: disable=protected-access
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
   dtypes = utils.get_variable_dtype()
   master, slice_ = dtypes.master_dtype.name, dtypes.slice_dtype.name
   act_bytes = _BYTES[dtypes.activation_dtype.name]
   optimizer_cls = ginutil.query("utils.run.optimizer")
   optimizer = (optimizer_cls.scoped_configurable_fn() if hasattr(
       optimizer_cls, "scoped_configurable_fn") else optimize.AdafactorOptimizer())
-  del tf
   params = slots = 0
   for var in graph.trainable_variables:
     count = lambda s, name=var.name: per_device(s, mesh_shape, rules, f"variable {name}")
@@ -278,34 +268,6 @@ def estimate(gin_files: Sequence[str], gin_params: Sequence[str] = (), mesh: str
       bytes={"parameters": float(param_bytes), "gradients": float(params * _BYTES[slice_]),
              "optimizer": float(slots * 4), "activations": float(sum(acts.values()))},
       activations_by_kind=acts)
-
-
-def _build(mesh_shape, rules, batch, length, vocab):
-  """The training graph of the parsed model, shapes only, on the given mesh and layout."""
-  tf = accounting._imports()  # pylint: disable=protected-access
-  mtf = _mtf()
-  from mesh_tensorflow.transformer import utils  # pylint: disable=g-import-not-at-top
-  with tf.Graph().as_default(), tf.variable_creator_scope(
-      accounting._shape_only_variable):  # pylint: disable=protected-access
-    graph = mtf.Graph()
-    mesh = mtf.Mesh(graph, "mesh")
-    try:
-      model = utils.build_model(model_type="lm", input_vocab_size=vocab,
-                                output_vocab_size=vocab, layout_rules=rules,
-                                mesh_shape=mesh_shape)
-      shape = mtf.Shape([mtf.Dimension("batch", batch), mtf.Dimension("length", length)])
-      tokens = mtf.zeros(mesh, shape, tf.int32)
-      model.call_simple(inputs=tokens, targets=tokens, compute_loss=True,
-                        mode=tf.estimator.ModeKeys.TRAIN,
-                        variable_dtype=mtf.VariableDType(tf.float32),
-                        sequence_id=mtf.ones(mesh, shape, tf.int32))
-    except accounting.AccountingError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      raise accounting.AccountingError(
-          f"the model does not build on utils.run.mesh_shape={str(mesh_shape)!r}: "
-          f"{type(e).__name__}: {accounting._one_line(e)}") from None  # pylint: disable=protected-access
-  return model, graph
 
 
 def fmt_gib(n: float) -> str:
