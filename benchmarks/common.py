@@ -8,15 +8,18 @@ loss curve has one point per step; `read_run` turns the model dir into a result 
 
 import datetime
 import glob
+from importlib import metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from typing import Dict, List, Optional, Sequence
 
+from benchmarks import peak
 from brainformer_tf import atomic
 from brainformer_tf.training import progress
 
@@ -73,7 +76,6 @@ def machine_info(onednn: Optional[str] = None) -> dict:
 
 def _tf_version() -> str:
   try:
-    from importlib import metadata  # pylint: disable=g-import-not-at-top
     return metadata.version("tensorflow")
   except Exception:  # pylint: disable=broad-except
     return "unknown"
@@ -123,7 +125,6 @@ def run_training(model_dir: str, command: List[str], onednn: str = "default",
   The output goes to <model_dir>.log; on_line(line), if given, also sees every line as it comes.
   """
   if os.path.exists(model_dir):
-    import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(model_dir)
   os.makedirs(model_dir)
   log_path = os.path.join(model_dir, "..", os.path.basename(model_dir) + ".log")
@@ -242,7 +243,6 @@ def model_counts(model_gin: str, recipe: str, extra: Sequence[str] = ()) -> dict
 
 def peaks(size: int = 1024, repeats: int = 30) -> dict:
   """Best-of-N fp32 matmul GFLOP/s with oneDNN on and off (benchmarks/peak.py)."""
-  from benchmarks import peak  # pylint: disable=g-import-not-at-top
   return {mode: peak.measure_in_subprocess(mode, size, repeats) for mode in ("on", "off")}
 
 

@@ -12,6 +12,7 @@ wallclock}.png (training loss per step and per second, validation dots).
 """
 
 import argparse
+import json
 import os
 import re
 import time
@@ -99,7 +100,6 @@ def main():
                                    title=f"tiny, {args.budget_s:g}s each; ",
                                    validation="default-corpus validation")
   with open(os.path.join(args.run_dir, "demo.json"), "w") as f:
-    import json  # pylint: disable=g-import-not-at-top
     json.dump({"machine": machine, "budget_s": args.budget_s, "rows": rows,
                "common_step": common_step, "runs": runs}, f, indent=1)
   print(table)

@@ -18,11 +18,10 @@ import re
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from brainformer_tf.evaluation import run_dir
+from brainformer_tf.evaluation import tables
 
-from brainformer_tf.evaluation import run_dir  # pylint: disable=g-import-not-at-top,wrong-import-position
-from brainformer_tf.evaluation import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MODELS = {
     "Brainformer-1 mini (causal EC)": ("brainformer1_mini",

@@ -13,17 +13,13 @@ import os
 import platform
 import time
 
+import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import transformer
 import numpy as np
+import tensorflow.compat.v1 as tf
 
-from brainformer_tf import compat
-
-compat.apply()
-
-import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-from mesh_tensorflow.transformer import transformer  # pylint: disable=g-import-not-at-top
-import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-
-from brainformer_tf.layers.moe import MoE  # pylint: disable=g-import-not-at-top
+from brainformer_tf.layers.moe import MoE
+from tests import harness
 
 
 def time_layer(gating, dispatch, num_experts, group_size, d_model=256, hidden=512, batch=8,
@@ -45,34 +41,29 @@ def time_fwd_bwd(make_layer, d_model=256, batch=8, length=512, warmup=2, repeats
   stock MoE1D needs for its importance weights. profile=True returns (seconds, {op type:
   microseconds}) from one extra run traced with the TF step-stats timeline (all CPU ops).
   """
-  graph = mtf.Graph()
-  mesh = mtf.Mesh(graph, "mesh")
   batch_dim, length_dim = mtf.Dimension("batch", batch), mtf.Dimension("length", length)
   model_dim = mtf.Dimension("d_model", d_model)
-  with tf.Graph().as_default() as tf_graph:
+  with harness.mesh_graph(grappler=True) as g:   # timed as training runs it
     model = transformer.Unitransformer(
         layer_stack=transformer.LayerStack([]), d_model=d_model, input_vocab_size=16,
         output_vocab_size=16, autoregressive=True, max_length=length, layout="",
         mesh_shape="")  # mesh-tf's stock MoE1D reads the (empty) layout and mesh shape
     x_np = np.random.RandomState(0).randn(batch, length, d_model).astype(np.float32)
-    x = mtf.import_tf_tensor(mesh, tf.constant(x_np), [batch_dim, length_dim, model_dim])
+    x = mtf.import_tf_tensor(g.mesh, tf.constant(x_np), [batch_dim, length_dim, model_dim])
     context = transformer.Context(
-        model=model, mesh=mesh, batch_dims=[batch_dim], length_dim=length_dim,
+        model=model, mesh=g.mesh, batch_dims=[batch_dim], length_dim=length_dim,
         variable_dtype=mtf.VariableDType(tf.float32, tf.float32, tf.float32),
         mode=tf.estimator.ModeKeys.TRAIN, losses=[],
-        sequence_id=mtf.ones(mesh, mtf.Shape([batch_dim, length_dim]), tf.int32) if packed
+        sequence_id=mtf.ones(g.mesh, mtf.Shape([batch_dim, length_dim]), tf.int32) if packed
         else None,
-        position=mtf.range(mesh, length_dim, tf.int32), position_is_default=True)
+        position=mtf.range(g.mesh, length_dim, tf.int32), position_is_default=True)
     y = make_layer().call(context, x)
     loss = mtf.reduce_sum(mtf.square(y))
-    variables = [v.outputs[0] for v in graph.trainable_variables]
+    variables = [v.outputs[0] for v in g.graph.trainable_variables]
     grads = mtf.gradients([loss], variables)
-    lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
-        mtf.Shape([]), mtf.convert_to_layout_rules(""), [""])})
-    fetches = [lowering.export_to_tf_tensor(t) for t in [loss] + grads]
-    with tf.Session(graph=tf_graph) as session:
-      session.run(tf.global_variables_initializer())
-      session.run(lowering.copy_masters_to_slices())
+    with g.session() as s:
+      fetches = s.export([loss] + grads)
+      session = s.session
       for _ in range(warmup):
         session.run(fetches)
       times = []

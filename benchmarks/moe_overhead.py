@@ -18,13 +18,15 @@ Writes results/moe_overhead.json (+ .png) and updates results/summary.json.
 import argparse
 import os
 
-from benchmarks import common
-from benchmarks import moe_dispatch  # applies brainformer_tf.compat; defines time_fwd_bwd
-from benchmarks import summary
+import matplotlib
+import matplotlib.pyplot as plt
+from mesh_tensorflow.transformer import moe as mtf_moe
+from mesh_tensorflow.transformer import transformer_layers
 
-from mesh_tensorflow.transformer import moe as mtf_moe  # pylint: disable=g-import-not-at-top
-from mesh_tensorflow.transformer import transformer_layers  # pylint: disable=g-import-not-at-top
-from brainformer_tf.layers.moe import MoE  # pylint: disable=g-import-not-at-top
+from benchmarks import common
+from benchmarks import moe_dispatch  # time_fwd_bwd
+from benchmarks import summary
+from brainformer_tf.layers.moe import MoE
 
 D_MODEL, HIDDEN, CAPACITY = 256, 512, 2.0
 
@@ -73,9 +75,7 @@ def profile_cell(num_experts=8, group_size=1024, top=12):
 
 
 def plot(rows, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   experts = sorted({r["num_experts"] for r in rows})
   fig, axes = plt.subplots(1, len(experts), figsize=(4 * len(experts), 3.6), sharey=True)
   axes = axes if len(experts) > 1 else [axes]

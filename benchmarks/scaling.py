@@ -17,12 +17,14 @@ Writes results/scaling.json (+ scaling.png) and updates results/summary.json.
 import argparse
 import os
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from benchmarks import common
 from benchmarks import moe_dispatch
 from benchmarks import moe_overhead
 from benchmarks import summary
-
-from brainformer_tf.layers.moe import MoE  # pylint: disable=g-import-not-at-top
+from brainformer_tf.layers.moe import MoE
 
 RECIPE = "train/cpu_mini.gin"
 
@@ -82,9 +84,7 @@ def model_runs(run_dir, experts, batches, steps):
 
 
 def plot(data, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
   rows = data["layer_experts"]["rows"]
   xs = [r["num_experts"] for r in rows]

@@ -12,6 +12,7 @@ A target whose benchmark has not been run is absent.
 
 import json
 import os
+import sys
 
 from benchmarks import common
 
@@ -220,7 +221,6 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
-  import sys  # pylint: disable=g-import-not-at-top
   if "--markdown" in sys.argv:
     print(markdown())
   else:

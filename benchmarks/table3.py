@@ -34,6 +34,9 @@ import subprocess
 import sys
 import time
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from benchmarks import common
 from benchmarks import summary
 from brainformer_tf import atomic
@@ -315,9 +318,7 @@ def markdown(data):
 
 
 def plot(runs, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(7.5, 4.8))
   colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(MODELS)}
   seen = set()

@@ -20,6 +20,9 @@ import os
 import statistics
 import time
 
+import matplotlib
+import matplotlib.pyplot as plt
+
 from benchmarks import common
 from benchmarks import summary
 
@@ -101,9 +104,7 @@ def convergence(runs, fast="brainformer1", slow="glam"):
 
 def plot(runs, path_prefix, title="", validation="WikiText-2 test"):
   """Smoothed training loss (lines) and final validation loss (markers) vs step and seconds."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   paths = []
   models = list(dict.fromkeys(r["model"] for r in runs))
   colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}

@@ -1,18 +1,20 @@
-"""Shared pytest setup: graph-mode TF (as Mesh-TF needs), quiet logs, a private vocab cache."""
+"""Shared pytest setup: the compat shims, graph-mode TF (as Mesh-TF needs), fresh Gin per test.
+
+`import brainformer_tf` installs the mesh-tf compat shims before anything imports mesh-tf (the
+venv's import hook does too; this keeps the suite right without it). TF_CPP_MIN_LOG_LEVEL
+quiets the TF C++ logs of the subprocesses tests start (they inherit the environment).
+"""
 
 import os
 import pathlib
 
+import gin
+import pytest
+import tensorflow.compat.v1 as tf
+
+import brainformer_tf  # pylint: disable=unused-import  (installs the compat shims)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import pytest  # pylint: disable=g-import-not-at-top
-
-from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
-
-compat.apply()
-
-import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-
 tf.disable_v2_behavior()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -31,7 +33,6 @@ def shared_data():
 def _fresh_gin_config():
   """Each test starts from an empty Gin config: bindings parsed by one test never leak into
   another (mesh-tf layers read their defaults from Gin)."""
-  import gin  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   yield
   gin.clear_config()

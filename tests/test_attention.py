@@ -13,48 +13,6 @@ import harness
 from brainformer_tf.layers import attention
 
 
-def numpy_buckets(query_pos, memory_pos, num_buckets, max_distance=128):
-  """T5 relative position buckets for a decoder: distance n = max(q - m, 0)."""
-  n = np.maximum(query_pos[:, None] - memory_pos[None, :], 0)
-  max_exact = num_buckets // 2
-  with np.errstate(divide="ignore"):
-    large = max_exact + (np.log(np.maximum(n, 1) / max_exact) / np.log(max_distance / max_exact)
-                         * (num_buckets - max_exact)).astype(np.int64)
-  return np.where(n < max_exact, n, np.minimum(large, num_buckets - 1))
-
-
-def numpy_dconv(u, taps, sequence_id):
-  """u [b, t, h, k]; taps [width, h, k]; out[t] = sum_i taps[i] * u[t - i] within a segment."""
-  out = np.zeros_like(u)
-  for t in range(u.shape[1]):
-    for i in range(taps.shape[0]):
-      if t - i >= 0:
-        same = (sequence_id[:, t] == sequence_id[:, t - i])[:, None, None]
-        out[:, t] += taps[i] * u[:, t - i] * same
-  return out
-
-
-def numpy_attention(x, var, heads, d_kv, sequence_id, num_buckets=None, dconv_width=0):
-  """Causal multi-head attention; weights laid out as mesh-tf's combined [d_model, heads*d_kv]."""
-  b, t, d = x.shape
-  proj = {n: (x @ var[n]).reshape(b, t, heads, d_kv) for n in "qkv"}
-  if dconv_width:
-    proj = {n: numpy_dconv(proj[n], np.stack([var[f"{n}_dconv/w_{i}"]
-                                              for i in range(dconv_width)]), sequence_id)
-            for n in "qkv"}
-  logits = np.einsum("bqhk,bmhk->bhqm", proj["q"], proj["k"])  # scale folded into W_q init
-  pos = np.arange(t)
-  if num_buckets:
-    logits += var["relative_attention_bias"][:, numpy_buckets(pos, pos, num_buckets)][None]
-  visible = (pos[None, :] <= pos[:, None])[None] & (
-      sequence_id[:, :, None] == sequence_id[:, None, :])
-  logits = np.where(visible[:, None], logits, -1e9)
-  w = np.exp(logits - logits.max(-1, keepdims=True))
-  w /= w.sum(-1, keepdims=True)
-  o = np.einsum("bhqm,bmhk->bqhk", w, proj["v"]).reshape(b, t, heads * d_kv)
-  return o @ var["o"]
-
-
 def _inputs(length=7, d_model=8, seed=0):
   x = np.random.RandomState(seed).randn(2, length, d_model).astype(np.float32)
   sequence_id = np.ones((2, length), np.int32)
@@ -74,7 +32,7 @@ def test_self_attention_matches_numpy(heads, d_kv):
   layer = transformer_layers.SelfAttention(num_heads=heads, key_value_size=d_kv)
   run = harness.run_layer(layer, x, sequence_id=seq, causal=True)
   assert run.variables["q"].shape == (8, heads * d_kv)
-  np.testing.assert_allclose(run.y, numpy_attention(x, run.variables, heads, d_kv, seq),
+  np.testing.assert_allclose(run.y, harness.numpy_attention(x, run.variables, heads, d_kv, seq),
                              rtol=1e-4, atol=1e-5)
 
 
@@ -89,8 +47,8 @@ def test_relative_position_bias_matches_numpy():
   assert values["relative_attention_bias"].shape == (2, 8)
   run = harness.run_layer(layer, x, sequence_id=seq, causal=True, variables=values)
   # distances 0..39 fill the exact buckets 0-3 and log buckets 4-6 (7 starts at distance 128)
-  assert set(np.unique(numpy_buckets(np.arange(40), np.arange(40), 8))) == set(range(7))
-  np.testing.assert_allclose(run.y, numpy_attention(x, values, 2, 4, seq, num_buckets=8),
+  assert set(np.unique(harness.numpy_buckets(np.arange(40), np.arange(40), 8))) == set(range(7))
+  np.testing.assert_allclose(run.y, harness.numpy_attention(x, values, 2, 4, seq, num_buckets=8),
                              rtol=1e-4, atol=1e-5)
 
 
@@ -104,7 +62,7 @@ def test_dconv_attention_matches_numpy(width):
   np.testing.assert_allclose(first.variables["k_dconv/w_1"], 0.5 / width)
   values = _randomize(first)
   run = harness.run_layer(layer, x, sequence_id=seq, causal=True, variables=values)
-  expected = numpy_attention(x, values, 2, 4, seq, num_buckets=32, dconv_width=width)
+  expected = harness.numpy_attention(x, values, 2, 4, seq, num_buckets=32, dconv_width=width)
   np.testing.assert_allclose(run.y, expected, rtol=1e-4, atol=1e-5)
 
 

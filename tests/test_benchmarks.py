@@ -1,6 +1,9 @@
 """Logic of the benchmark scripts (result parsing, aggregation, summary format); no timing."""
 
 import json
+import math
+import subprocess
+import sys
 
 import pytest
 
@@ -139,12 +142,10 @@ def test_markdown_renders_without_results(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1000)   # the demo subprocess has 900 s
 def test_demo_end_to_end(tmp_path):
   """The README's main job (benchmarks.demo) at a 2 s budget: both models train, validate,
   and the table, demo.json and both plots are written."""
-  import math
-  import subprocess
-  import sys
   run_dir = tmp_path / "demo"
   proc = subprocess.run([sys.executable, "-m", "benchmarks.demo", "--budget_s", "2",
                          "--final_eval_steps", "2", "--run_dir", str(run_dir)],

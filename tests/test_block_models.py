@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import harness
 from brainformer_tf.config import paths
 
 VOCAB = 64
@@ -41,46 +42,34 @@ def run_lm(gin_files: Sequence[str], tokens: np.ndarray, params: Sequence[str] =
   try:
     gin.parse_config_files_and_bindings(list(gin_files), list(params))
     batch, length = tokens.shape
-    graph = mtf.Graph()
-    mesh = mtf.Mesh(graph, "mesh")
-    with tf.Graph().as_default() as tf_graph:
-      tf.random.set_random_seed(0)
+    with harness.mesh_graph() as g:
       stack = transformer.make_layer_stack()
       model = transformer.Unitransformer(
           layer_stack=stack, input_vocab_size=VOCAB, output_vocab_size=VOCAB,
-          autoregressive=True, max_length=length, layout=mtf.convert_to_layout_rules(""),
-          mesh_shape=mtf.convert_to_shape(""))
+          autoregressive=True, max_length=length, layout=g.layout_rules,
+          mesh_shape=g.mesh_shape)
       shape = mtf.Shape([mtf.Dimension("batch", batch), mtf.Dimension("length", length)])
-      targets = mtf.import_tf_tensor(mesh, tf.constant(tokens, tf.int32), shape)
-      sequence_id = mtf.ones(mesh, shape, tf.int32)
+      targets = mtf.import_tf_tensor(g.mesh, tf.constant(tokens, tf.int32), shape)
+      sequence_id = mtf.ones(g.mesh, shape, tf.int32)
       logits, loss = model.call_simple(
           transformer.autoregressive_inputs(targets, sequence_id=sequence_id), targets,
           compute_loss=True, mode=mode, sequence_id=sequence_id)
-      mtf_vars = graph.trainable_variables
+      mtf_vars = g.graph.trainable_variables
       updates = []
       if train_steps:
         grads = mtf.gradients([loss], [v.outputs[0] for v in mtf_vars])
         updates = mtf.optimize.AdafactorOptimizer(learning_rate=0.01).apply_grads(
             grads, mtf_vars)
-      mesh_impl = mtf.placement_mesh_impl.PlacementMeshImpl(
-          mtf.convert_to_shape(""), mtf.convert_to_layout_rules(""), [""])
-      lowering = mtf.Lowering(graph, {mesh: mesh_impl})
-      fetch = [lowering.export_to_tf_tensor(t) for t in (loss, logits)]
-      var_tf = {v.name: lowering.export_to_tf_tensor(v.outputs[0]) for v in mtf_vars}
-      step = tf.group([lowering.lowered_operation(op) for op in updates] +
-                      [lowering.copy_slices_to_masters()]) if updates else None
-      with tf.Session(graph=tf_graph) as session:
-        session.run(tf.global_variables_initializer())
-        if variables:
-          session.run([tf.assign(v._master, variables[v.name])  # pylint: disable=protected-access
-                       for v in mtf_vars])
-        session.run(lowering.copy_masters_to_slices())
-        losses = []
+      with g.session(variables) as s:
+        step = None
+        if updates:
+          step = tf.group(s.export(updates) + [s.lowering.copy_slices_to_masters()])
+        loss_tf, losses = s.export(loss), []
         for _ in range(train_steps):
-          losses.append(float(session.run(fetch[0])))
-          session.run(step)
-        loss_np, logits_np = session.run(fetch)
-        values = session.run(var_tf)
+          losses.append(float(s.session.run(loss_tf)))
+          s.session.run(step)
+        loss_np, logits_np = s.run([loss, logits])
+        values = s.run({v.name: v.outputs[0] for v in mtf_vars})
     return LmRun(losses + [float(loss_np)], logits_np[..., :VOCAB], values, stack.layers)
   finally:
     gin.clear_config()
@@ -119,6 +108,7 @@ def _dense_ffn_as_dense_relu_dense(name):
   return name.replace("/DenseFFN/", "/DenseReluDense/")
 
 
+@pytest.mark.slow   # the fast tier keeps the GLaM block's equivalence below
 def test_vanilla_block_equals_mesh_tf_layer_list():
   """dense_tiny.gin's (a f) x 4 == lm_base with [SelfAttention, DenseReluDense] x 4."""
   list_params = ["d_model = 64", "d_ff = 256", "num_heads = 4", "d_kv = 16", "num_layers = 4",
@@ -135,17 +125,31 @@ def test_glam_block_equals_glam_layer_list():
                      _dense_ffn_as_dense_relu_dense)
 
 
-@pytest.mark.parametrize("gin_file,letters,classes", [
+MODEL_FILES = [  # (gin file, sub-layer letters, layer classes)
     ("dense_tiny.gin", "af" * 4, {"SelfAttention", "DenseFFN"}),
     ("primer_tiny.gin", "af" * 4, {"MultiDConvHeadAttention", "DenseFFN"}),
     ("glam_block_tiny.gin", "afag" * 2, {"SelfAttention", "DenseFFN", "MoE"}),
     ("brainformer1_tiny.gin", "agfagfgf" * 2, {"SelfAttention", "DenseFFN", "MoE"}),
     ("brainformer2_tiny.gin", "agfagggg" * 2, {"SelfAttention", "DenseFFN", "MoE"}),
-])
+]
+KINDS = {"SelfAttention": "a", "MultiDConvHeadAttention": "a", "DenseFFN": "f", "MoE": "g"}
+FAST_RUNS = ("glam_block_tiny.gin", "brainformer1_tiny.gin")   # the other files' runs: slow
+
+
+@pytest.mark.parametrize("gin_file,letters,classes", MODEL_FILES)
+def test_block_model_files_stack_their_letters(gin_file, letters, classes):
+  """Every block file's layer stack, without a graph (the runs below build and run it)."""
+  layers = _stack_layers(gin_file)
+  assert "".join(KINDS[type(l).__name__] for l in layers) == letters
+  assert {type(l).__name__ for l in layers} == classes
+
+
+@pytest.mark.parametrize("gin_file,letters,classes", [
+    case if case[0] in FAST_RUNS else pytest.param(*case, marks=pytest.mark.slow)
+    for case in MODEL_FILES])
 def test_block_model_files_build(gin_file, letters, classes):
   run = run_lm([f"models/{gin_file}"], _tokens(batch=2, length=16))
-  kinds = {"SelfAttention": "a", "MultiDConvHeadAttention": "a", "DenseFFN": "f", "MoE": "g"}
-  assert "".join(kinds[type(l).__name__] for l in run.layers) == letters
+  assert "".join(KINDS[type(l).__name__] for l in run.layers) == letters
   assert {type(l).__name__ for l in run.layers} == classes
   assert np.isfinite(run.losses[0]) and 3.0 < run.losses[0] < 6.0  # about ln(vocab) at init
 
@@ -175,6 +179,7 @@ def test_brainformer2_turns_block1s_last_two_ffns_into_ec_c2_moe_layers():
           } == {(128, "gated_gelu")}
 
 
+@pytest.mark.slow   # multi-step training (the fast tier trains a mini in test_zoo.py)
 def test_brainformer1_tiny_trains_and_loss_falls():
   """a g f a g f g f stacked twice: 6 Adafactor steps on a repetitive batch."""
   tokens = np.tile(np.arange(1, 9, dtype=np.int32), (4, 4))   # [4, 32], period 8

@@ -8,36 +8,6 @@ from mesh_tensorflow.transformer import transformer, transformer_layers
 import harness
 from brainformer_tf import blocks
 from brainformer_tf.layers import attention, ffn
-from test_ffn import numpy_ffn
-
-EPS = 1e-6
-
-
-def numpy_norm(x, variables, prefix, norm_type):
-  if norm_type == "rms":
-    scale = variables[prefix + "rms_norm/scale"]
-    return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + EPS) * scale
-  scope = prefix + "norm/layer_norm/layer_norm_"
-  centred = x - x.mean(-1, keepdims=True)
-  return (centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + EPS)
-          * variables[scope + "scale"] + variables[scope + "bias"])
-
-
-def numpy_stack(x, variables, placements, norm_type, activation):
-  """pre: x + F(N(x)); post: N(x + F(x)); sandwich: x + N2(F(N(x))); final N unless post."""
-  for i, placement in enumerate(placements):
-    layer = {k.split("/", 1)[1]: v for k, v in variables.items()
-             if k.startswith(f"layer_{i:03d}/")}
-    weights = {k[len("DenseFFN/"):]: v for k, v in layer.items() if k.startswith("DenseFFN/")}
-    h = numpy_norm(x, layer, "", norm_type) if placement in ("pre", "sandwich") else x
-    h = numpy_ffn(h, weights, activation)
-    if placement == "sandwich":
-      h = numpy_norm(h, layer, "post_", norm_type)
-    x = x + h
-    if placement == "post":
-      x = numpy_norm(x, layer, "", norm_type)
-  return x if placements[-1] == "post" else numpy_norm(x, variables, "", norm_type)
-
 
 def _stack(text, defaults):
   factories = blocks.block_layers(text, defaults, mesh_shape="", layout_rules="")
@@ -68,7 +38,7 @@ def test_norm_placement_matches_numpy(placements, norm_type):
   expected_count = (sum(2 + scales * norms_per_layer[p] for p in placements)
                     + (0 if placements[-1] == "post" else scales))
   assert len(values) == expected_count
-  np.testing.assert_allclose(run.y, numpy_stack(x, values, placements, norm_type, "gelu"),
+  np.testing.assert_allclose(run.y, harness.numpy_stack(x, values, placements, norm_type, "gelu"),
                              rtol=1e-4, atol=1e-4)
 
 

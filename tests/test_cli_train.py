@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # end to end: brainformer train subprocesses
+# end to end: brainformer train subprocesses (the module fixture runs two, 600 s limit each)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1300)]
 
 BIN = pathlib.Path(sys.executable).parent / "brainformer"
 TINY = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",

@@ -4,7 +4,17 @@ import functools
 import subprocess
 import sys
 
+import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import learning_rate_schedules
+from mesh_tensorflow.transformer import transformer
+from mesh_tensorflow.transformer import transformer_layers
+from mesh_tensorflow.transformer import utils
+import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
+
+import harness
+from brainformer_tf import compat
 
 
 def _python(code, hook=True, off=""):
@@ -24,12 +34,14 @@ def _printed_words(code):
   return result.stdout.split()
 
 
+@pytest.mark.slow   # subprocess
 def test_mesh_tensorflow_needs_the_shim_on_this_tensorflow():
   result = _python("import mesh_tensorflow", hook=False)
   assert result.returncode != 0
   assert "register_tensor_conversion_function" in result.stderr
 
 
+@pytest.mark.slow   # subprocess
 def test_venv_import_hook_applies_every_shim_around_the_first_imports():
   """scripts/setup_env.sh's zz_brainformer_tf_compat.pth: a plain `import mesh_tensorflow` works
   (shims 1-2 ran first) and mesh-tf's utils module gets shims 3-4 once it has loaded."""
@@ -42,6 +54,7 @@ def test_venv_import_hook_applies_every_shim_around_the_first_imports():
   ) == ["_MeshTfUtilsTf", "True"]
 
 
+@pytest.mark.slow   # subprocess
 def test_importing_the_package_installs_the_shims_once():
   """Without the venv hook, `import brainformer_tf` alone makes mesh-tf importable (shims 1-4)."""
   result = _python(
@@ -55,6 +68,7 @@ def test_importing_the_package_installs_the_shims_once():
   assert result.stdout.split() == ["_MeshTfUtilsTf", "True"]
 
 
+@pytest.mark.slow   # subprocesses
 def test_numerics_patches_switch_off_and_are_listed():
   """BRAINFORMER_COMPAT_OFF leaves mesh-tf's own einsum gradient and step grouping in place;
   `brainformer --version` and compat.status() say so; an unknown name is a one-line exit 2."""
@@ -108,43 +122,27 @@ def test_hf_model_is_a_clear_import_error_without_torch():
 def test_einsum_gradient_operands_ordered_and_exact():
   """Weight gradient of an expert einsum: same values as numpy, computed by a TF einsum whose
   first operand holds the output's first free dim (no output transpose; compat item 3)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
-  compat.apply()
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-
   dims = {n: mtf.Dimension(n, s) for n, s in dict(e=3, g=2, c=4, m=5, h=6).items()}
   shape = lambda names: mtf.Shape([dims[n] for n in names])
   rng = np.random.RandomState(0)
   x_np, w_np, r_np = rng.randn(3, 2, 4, 5), rng.randn(3, 5, 6), rng.randn(3, 2, 4, 6)
-  graph = mtf.Graph()
-  mesh = mtf.Mesh(graph, "mesh")
-  with tf.Graph().as_default():
-    x = mtf.import_tf_tensor(mesh, tf.constant(x_np, tf.float32), shape("egcm"))
-    r = mtf.import_tf_tensor(mesh, tf.constant(r_np, tf.float32), shape("egch"))
-    w = mtf.get_variable(mesh, "w", shape("emh"),
+  with harness.mesh_graph() as g:
+    x = mtf.import_tf_tensor(g.mesh, tf.constant(x_np, tf.float32), shape("egcm"))
+    r = mtf.import_tf_tensor(g.mesh, tf.constant(r_np, tf.float32), shape("egch"))
+    w = mtf.get_variable(g.mesh, "w", shape("emh"),
                          initializer=tf.constant_initializer(w_np), dtype=tf.float32)
     loss = mtf.reduce_sum(mtf.einsum([x, w], shape("egch")) * r)
     dw = mtf.gradients([loss], [w])[0]
-    lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
-        mtf.Shape([]), mtf.convert_to_layout_rules(""), [""])})
-    dw_tf = lowering.export_to_tf_tensor(dw)
-    einsums = [op for op in tf.get_default_graph().get_operations() if op.type == "Einsum"
+    with g.session() as s:
+      got = s.run(dw)
+    einsums = [op for op in g.tf_graph.get_operations() if op.type == "Einsum"
                and op.outputs[0].shape.as_list() == [3, 5, 6]]
-    with tf.Session() as session:
-      session.run(tf.global_variables_initializer())
-      session.run(lowering.copy_masters_to_slices())
-      got = session.run(dw_tf)
   np.testing.assert_allclose(got, np.einsum("egcm,egch->emh", x_np, r_np), rtol=1e-5, atol=1e-5)
   assert len(einsums) == 1
   assert einsums[0].inputs[0].shape.as_list() == [3, 2, 4, 5]  # x first, then dy
 
 
 def test_einsum_operand_order_rule():
-  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
-  compat.apply()
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
   e, s, m, h = (mtf.Dimension(n, 2) for n in "esmh")
   mesh = mtf.Mesh(mtf.Graph(), "m")
   t = lambda *d: mtf.zeros(mesh, mtf.Shape(list(d)))
@@ -167,13 +165,6 @@ def _ancestors(ops):
 def test_global_step_increment_waits_for_every_update_that_reads_the_step():
   """mesh-tf's training op (real model_fn, Adafactor, noam schedule): every read of the global
   step that feeds a parameter update happens before the step's increment (compat item 4)."""
-  from brainformer_tf import compat  # pylint: disable=g-import-not-at-top
-  compat.apply()
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import learning_rate_schedules  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import transformer, transformer_layers, utils  # pylint: disable=g-import-not-at-top
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-
   model = transformer.Unitransformer(
       layer_stack=transformer.LayerStack(
           [transformer_layers.DenseReluDense(hidden_size=8)], sublayers_initial=[],

@@ -34,14 +34,17 @@ from typing import Tuple
 
 from absl import flags
 import gin
+import mesh_tensorflow as mtf
 import pytest
 
 from brainformer_tf.analysis import accounting
 from brainformer_tf.analysis import memory
-from brainformer_tf.config import paths
+from brainformer_tf.cli import validate
 from brainformer_tf.config import errors
+from brainformer_tf.config import ginutil
+from brainformer_tf.config import paths
 from brainformer_tf.evaluation import driver
-from test_validate import problems
+from harness import problems
 
 GIN = pathlib.Path(paths.gin_dir())
 TPU_CHIP_GIB = 32.0   # TPU v4 HBM per chip (the paper's 512-chip runs)
@@ -202,8 +205,6 @@ class Parsed:
 
 
 def parsed_settings():
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.config import ginutil  # pylint: disable=g-import-not-at-top
   mesh, rules = ginutil.query("utils.run.mesh_shape"), ginutil.query("utils.run.layout_rules")
   shards = mtf.tensor_dim_to_mesh_dim_size(mtf.convert_to_layout_rules(rules),
                                            mtf.convert_to_shape(mesh), mtf.Dimension("batch", 1))
@@ -343,18 +344,19 @@ def test_every_model_builds_and_fits_on_every_tpu_layout(matrix, layout):
   assert not unexpected, "\n".join(unexpected)
 
 
-def test_tpu_runs_ignore_the_cpu_recipes_device_list():
-  """train/cpu.gin lists one CPU device; on a TPU the mesh is placed by the TPU system, so only
-  a run without --tpu (PlacementMeshImpl, one slice per listed device) reports the mismatch."""
+def test_tpu_runs_ignore_a_cpu_device_list():
+  """A device list of one CPU (layouts/cpu_1.gin's, e.g. left in the operative config of a
+  checkpoint trained with it); on a TPU the mesh is placed by the TPU system, so only a run
+  without --tpu (PlacementMeshImpl, one slice per listed device) reports the mismatch."""
   files = ["models/dense_0.1b.gin", "train/cpu.gin", "layouts/tpu_v4_64.gin"]
-  without = problems(gin_files=files)
+  devices = "utils.run.mesh_devices = ['cpu:0']"
+  without = problems(devices, gin_files=files)
   assert ("utils.run.mesh_devices lists 1 devices but utils.run.mesh_shape = 'batch:16,model:4' "
           "has 64") in without
-  assert problems(gin_files=files, extra_flags=["--tpu=my-tpu"]) == ""
+  assert problems(devices, gin_files=files, extra_flags=["--tpu=my-tpu"]) == ""
 
 
 def test_validate_reports_an_unknown_flag_in_one_line_with_exit_2(capsys):
-  from brainformer_tf.cli import validate  # pylint: disable=g-import-not-at-top
   with pytest.raises(SystemExit) as exit_:
     validate._parse_flags(["validate", "--gin_fle=models/glam_tiny.gin"])  # pylint: disable=protected-access
   flags.FLAGS.unparse_flags()

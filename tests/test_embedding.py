@@ -2,17 +2,13 @@
 
 import types
 
+import mesh_tensorflow as mtf
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
-from brainformer_tf import compat
-
-compat.apply()
-
-import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-
-from brainformer_tf.layers import embedding  # pylint: disable=g-import-not-at-top
+import harness
+from brainformer_tf.layers import embedding
 
 VOCAB, D, BATCH, LENGTH = 12, 6, 4, 5
 
@@ -27,32 +23,23 @@ def _run(mesh_shape, layout, model_layout_unset=False):
   ids_np = rng.randint(0, VOCAB, size=(BATCH, LENGTH))
   ids_np[0, :3] = 7  # repeated ids: their gradient rows must add up
   r_np = rng.randn(BATCH, LENGTH, D).astype(np.float32)
-  graph = mtf.Graph()
-  mesh = mtf.Mesh(graph, "mesh")
-  mesh_shape, layout = mtf.convert_to_shape(mesh_shape), mtf.convert_to_layout_rules(layout)
   vocab, d = mtf.Dimension("vocab", VOCAB), mtf.Dimension("d_model", D)
   batch, length = mtf.Dimension("batch", BATCH), mtf.Dimension("length", LENGTH)
-  context = types.SimpleNamespace(model=types.SimpleNamespace(
-      layout=None if model_layout_unset else layout,
-      mesh_shape=None if model_layout_unset else mesh_shape))
-  with tf.Graph().as_default() as tf_graph:
+  with harness.mesh_graph(mesh_shape, layout) as g:
+    context = types.SimpleNamespace(model=types.SimpleNamespace(
+        layout=None if model_layout_unset else g.layout_rules,
+        mesh_shape=None if model_layout_unset else g.mesh_shape))
     vocab_embedding = embedding.GatherVocabEmbedding(
-        mesh, vocab, d, mtf.VariableDType(tf.float32, tf.float32, tf.float32), "embedding",
+        g.mesh, vocab, d, mtf.VariableDType(tf.float32, tf.float32, tf.float32), "embedding",
         ensemble_dim=None)
-    ids = mtf.import_tf_tensor(mesh, tf.constant(ids_np, tf.int32), mtf.Shape([batch, length]))
-    r = mtf.import_tf_tensor(mesh, tf.constant(r_np), mtf.Shape([batch, length, d]))
+    ids = mtf.import_tf_tensor(g.mesh, tf.constant(ids_np, tf.int32), mtf.Shape([batch, length]))
+    r = mtf.import_tf_tensor(g.mesh, tf.constant(r_np), mtf.Shape([batch, length, d]))
     x = vocab_embedding.ids_to_embedding(ids, context)
-    table = graph.trainable_variables[0].outputs[0]
+    table = g.graph.trainable_variables[0].outputs[0]
     d_table = mtf.gradients([mtf.reduce_sum(x * r)], [table])[0]
-    devices = [""] * mesh_shape.size
-    lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
-        mesh_shape, layout, devices)})
-    fetches = [lowering.export_to_tf_tensor(t) for t in (table, x, d_table)]
-    with tf.Session() as session:
-      session.run(tf.global_variables_initializer())
-      session.run(lowering.copy_masters_to_slices())
-      table_np, got_x, got_d = session.run(fetches)
-    op_types = {op.type for op in tf_graph.get_operations()}
+    with g.session() as s:
+      table_np, got_x, got_d = s.run([table, x, d_table])
+    op_types = {op.type for op in g.tf_graph.get_operations()}
   want_d = np.zeros_like(table_np)
   np.add.at(want_d, ids_np, r_np)  # dE[v] = sum of r over the positions holding id v
   return got_x, got_d, table_np[ids_np], want_d, op_types

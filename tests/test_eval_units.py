@@ -1,16 +1,23 @@
-"""Evaluation pieces without a model: metrics (hand-computed), prompts, rank features, tables."""
+"""Evaluation pieces without a model: metrics (hand-computed), prompts, rank features, tables,
+the files an evaluation run writes."""
+
+import json
 
 import numpy as np
 import pytest
+import seqio
+from t5.data import glue_utils
 import tensorflow.compat.v1 as tf
+from tensorflow_datasets.text import super_glue
 
 from brainformer_tf.evaluation import classification
 from brainformer_tf.evaluation import decode
 from brainformer_tf.evaluation import qa
 from brainformer_tf.evaluation import rank
+from brainformer_tf.evaluation import run_dir
 from brainformer_tf.evaluation import tables
-from t5.data import glue_utils
-from tensorflow_datasets.text import super_glue
+import tasks  # pylint: disable=unused-import  (registers the tasks)
+from tasks import oneshot
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -60,9 +67,6 @@ def test_cb_macro_f1_and_cola_matthews():
 
 def test_oneshot_prompt_format(shared_data, monkeypatch):
   monkeypatch.setenv("BRAINFORMER_DATA_DIR", str(shared_data))
-  import seqio  # pylint: disable=g-import-not-at-top
-  import tasks  # pylint: disable=g-import-not-at-top,unused-import
-  from tasks import oneshot  # pylint: disable=g-import-not-at-top
   spec = next(s for s in oneshot.SPECS if s.name == "nq_open")
   evaluated = [{"question": "q one", "answers": ["a1"]}, {"question": "q two", "answers": ["a2"]}]
   pool = [{"question": "demo q", "answers": ["demo a", "other"]}]
@@ -109,3 +113,17 @@ def test_tables_paper_layout():
                "squad_open_oneshot_local": {"exact_match": 0.0}}}
   assert tables.table5(one) == ("| model | NQ (exact_match) | SQuAD-open (exact_match) |\n"
                                 "|---|---|---|\n| A | 1.2 | 0.0 |")
+
+
+def test_run_dir_files_hold_plain_json_of_numpy_values(tmp_path):
+  out = str(tmp_path / "eval")
+  records = [{"prediction": np.int64(2), "score": np.float32(0.5)}, {"prediction": "entailment"}]
+  run_dir.write_predictions(out, "cb", "rank", records)
+  run_dir.write_config(out, "cb", "a = 1\n")
+  run_dir.write_scores(out, {"step": np.int64(5),
+                            "scores": {"cb": {"rank": {"accuracy": np.float64(75.0)}}}})
+  lines = (tmp_path / "eval" / "cb.rank.predictions.jsonl").read_text().splitlines()
+  assert [json.loads(l) for l in lines] == [
+      {"prediction": 2, "score": 0.5}, {"prediction": "entailment"}]
+  assert (tmp_path / "eval" / "operative_config.cb.gin").read_text() == "a = 1\n"
+  assert run_dir.read_scores(out) == {"step": 5, "scores": {"cb": {"rank": {"accuracy": 75.0}}}}

@@ -8,39 +8,20 @@ import harness
 from brainformer_tf.layers import ffn
 
 
-def _gelu(x):  # tanh approximation, as mtf.gelu
-  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
-
-
-NUMPY_ACTIVATIONS = {
-    "relu": lambda x: np.maximum(x, 0),
-    "gelu": _gelu,
-    "squared_relu": lambda x: np.maximum(x, 0) ** 2,
-}
-
-
-def numpy_ffn(x, variables, activation):
-  if activation.startswith("gated_"):
-    act = NUMPY_ACTIVATIONS[activation[len("gated_"):]]
-    h = act(x @ variables["wi_0/kernel"]) * (x @ variables["wi_1/kernel"])
-  else:
-    h = NUMPY_ACTIVATIONS[activation](x @ variables["wi/kernel"])
-  return h @ variables["wo/kernel"]
-
-
 @pytest.mark.parametrize("activation", sorted(ffn.ACTIVATIONS))
 def test_dense_ffn_matches_numpy(activation):
   x = np.random.RandomState(0).randn(2, 5, 8).astype(np.float32)
   run = harness.run_layer(ffn.DenseFFN(hidden_size=12, activation=activation), x)
   expected_matrices = 3 if activation.startswith("gated_") else 2
   assert len(run.variables) == expected_matrices
-  np.testing.assert_allclose(run.y, numpy_ffn(x, run.variables, activation), rtol=1e-4,
+  np.testing.assert_allclose(run.y, harness.numpy_ffn(x, run.variables, activation), rtol=1e-4,
                              atol=1e-5)
 
 
 def test_gelu_reference_is_close_to_erf_gelu():
   x = np.linspace(-4, 4, 50)
-  np.testing.assert_allclose(_gelu(x), 0.5 * x * (1 + special.erf(x / np.sqrt(2))), atol=2e-3)
+  np.testing.assert_allclose(harness.numpy_gelu(x), 0.5 * x * (1 + special.erf(x / np.sqrt(2))),
+                             atol=2e-3)
 
 
 @pytest.mark.parametrize("kwargs,message", [

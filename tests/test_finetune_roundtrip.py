@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # end to end: pretrain, fine-tune and eval subprocesses
+# end to end: pretrain, fine-tune and eval subprocesses (the module fixture runs them all)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CLI = [sys.executable, "-m", "brainformer_tf.cli.main"]
 TASK = "super_glue_cb_local"

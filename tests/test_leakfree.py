@@ -16,8 +16,11 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import tasks  # pylint: disable=unused-import  (registers the LM tasks the configs name)
-from brainformer_tf.config import ginutil
 from brainformer_tf.blocks import causality
+from brainformer_tf.cli import score as score_cli
+from brainformer_tf.config import errors
+from brainformer_tf.config import ginutil
+from brainformer_tf.evaluation import driver
 from brainformer_tf.evaluation import leakfree
 
 L = 8
@@ -27,7 +30,10 @@ MODELS = {
     "ec_causal": ["models/brainformer1_tiny.gin"],
     "top_2": ["models/glam_tiny.gin"],
 }
-PARAMS = {"ec_causal": ["blocks.BlockDefaults.gating = 'expert_choice_causal'"]}
+# One repeat of each model's block (num_layers = 1): scoring reads the routing of each layer
+# on its own, so a deeper stack of the same layers shows nothing more, at twice the graph.
+PARAMS = {"dense": ["num_layers = 1"], "ec": ["num_layers = 1"], "top_2": ["num_layers = 1"],
+          "ec_causal": ["num_layers = 1", "blocks.BlockDefaults.gating = 'expert_choice_causal'"]}
 
 
 def write_random_checkpoint(directory, gin_files, gin_params=(), seed=0):
@@ -49,11 +55,21 @@ def write_random_checkpoint(directory, gin_files, gin_params=(), seed=0):
   return directory
 
 
+class _Checkpoints(dict):
+  """name -> checkpoint dir of MODELS[name], written on first use (the fast tier needs two)."""
+
+  def __init__(self, root):
+    super().__init__()
+    self.root = root
+
+  def __missing__(self, name):
+    self[name] = write_random_checkpoint(str(self.root / name), MODELS[name], PARAMS[name])
+    return self[name]
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-  root = tmp_path_factory.mktemp("leakfree")
-  return {name: write_random_checkpoint(str(root / name), files, PARAMS.get(name, ()))
-          for name, files in MODELS.items()}
+  return _Checkpoints(tmp_path_factory.mktemp("leakfree"))
 
 
 def _rows(seed, n=3):
@@ -142,8 +158,6 @@ def test_gap_statistics_by_hand():
     (["blocks.block_layers.spec = 'a g[gate=top_2] f'", "num_experts = 4"], False),
 ])
 def test_eval_guard_reads_the_layers_built(params, refused):
-  from brainformer_tf.config import errors  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.evaluation import driver  # pylint: disable=g-import-not-at-top
   ginutil.parse_model_config(["models/dense_tiny.gin"], params)
   if refused:
     with pytest.raises(errors.UsageError, match="routes with non-causal expert choice"):
@@ -152,7 +166,8 @@ def test_eval_guard_reads_the_layers_built(params, refused):
     driver.check_causal(["rank"], "lm", 512)
 
 
-@pytest.mark.parametrize("name", ["top_2", "ec"])
+@pytest.mark.parametrize("name", [   # top-2 at the layer level: test_moe_layer.py (fast)
+    pytest.param("top_2", marks=pytest.mark.slow), "ec"])
 def test_a_rows_scores_ignore_its_padding_and_its_batch(checkpoints, name):
   """The shared scoring pass (Scorer, rank.score_fn): a sequence scores the same with more
   padding after it and next to other rows (the padding is masked out of routing)."""
@@ -174,8 +189,6 @@ def test_a_rows_scores_ignore_its_padding_and_its_batch(checkpoints, name):
 def test_score_command_on_a_text_file(checkpoints, tmp_path, capsys):
   """`brainformer score` in-process: rows from a text file, the labelled lines, the JSON; bad
   input is a UsageError (one line, exit 2 in `run`)."""
-  from brainformer_tf.config import errors  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.cli import score as score_cli  # pylint: disable=g-import-not-at-top
   text = tmp_path / "held_out.txt"
   text.write_text("\n\n".join(f"Paragraph {i} talks about routing tokens to experts." * 3
                               for i in range(6)))

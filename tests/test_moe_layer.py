@@ -1,11 +1,13 @@
 """MoE layer outputs, losses and gradients against the numpy references of the equations."""
 
+import mesh_tensorflow as mtf
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
 import harness
-import test_moe_numpy_reference as ref
 from brainformer_tf.layers.moe import MoE
+from brainformer_tf.layers.moe import dispatch as dispatch_lib
 
 B, L, M, E, H = 2, 8, 6, 4, 5
 
@@ -34,9 +36,9 @@ def test_expert_choice_matches_equations_1_to_4(dispatch, group_size, activation
   run, _ = _run(x, seq, gating="expert_choice", capacity_factor=2.0, group_size=group_size,
                 activation=activation, dispatch=dispatch)
   k = round(2.0 * group_size / E)
-  expected, _ = ref.expert_choice(x, run.variables, group_size=group_size, k=k,
-                                  activation=activation, capacity_factor=2.0,
-                                  real=None if seq is None else (seq > 0).astype(float))
+  expected, _ = harness.numpy_expert_choice(
+      x, run.variables, group_size=group_size, k=k, activation=activation, capacity_factor=2.0,
+      real=None if seq is None else (seq > 0).astype(float))
   np.testing.assert_allclose(run.y, expected, rtol=1e-4, atol=1e-5)
   assert run.losses == []  # no auxiliary loss by default
 
@@ -48,8 +50,9 @@ def test_top_2_drops_exactly_the_reference_tokens(dispatch):
   # capacity round(1.0 * 16 / 4) = 4 slots for 2 * 13 real assignments: many are dropped.
   run, layer = _run(x, seq, gating="top_2", capacity_factor=1.0, group_size=2 * L,
                     dispatch=dispatch, aux_loss_coef=0.01)
-  expected, assignments, balance = ref.top_2(x, run.variables, group_size=2 * L, capacity=4,
-                                             real=(seq > 0).astype(float), capacity_factor=1.0)
+  expected, assignments, balance = harness.numpy_top_2(
+      x, run.variables, group_size=2 * L, capacity=4, real=(seq > 0).astype(float),
+      capacity_factor=1.0)
   assert len(assignments) < 2 * 13
   np.testing.assert_allclose(run.y, expected, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(run.losses, [0.01 * balance], rtol=1e-5)
@@ -59,8 +62,8 @@ def test_top_2_drops_exactly_the_reference_tokens(dispatch):
 def test_router_z_loss_is_added():
   x = _x(2)
   run, _ = _run(x, gating="expert_choice", group_size=L, router_z_loss=0.1)
-  _, s = ref.router_scores(x, run.variables, L)
-  logits = ref.groups(x.astype(np.float64), L) @ run.variables["router/kernel"]
+  _, s = harness.numpy_router_scores(x, run.variables, L)
+  logits = harness.moe_groups(x.astype(np.float64), L) @ run.variables["router/kernel"]
   z = np.mean(np.log(np.exp(logits).sum(-1)) ** 2)
   np.testing.assert_allclose(run.losses, [0.1 * z], rtol=1e-5)
 
@@ -76,9 +79,9 @@ def test_gradients_reach_the_router(gating):
   def objective(router):
     variables = dict(run.variables, **{"router/kernel": router})
     if gating == "top_2":
-      y = ref.top_2(x, variables, group_size=L, capacity=4)[0]
+      y = harness.numpy_top_2(x, variables, group_size=L, capacity=4)[0]
     else:
-      y = ref.expert_choice(x, variables, group_size=L, k=4)[0]
+      y = harness.numpy_expert_choice(x, variables, group_size=L, k=4)[0]
     return (y * dy).sum()
 
   w = run.variables["router/kernel"].astype(np.float64)
@@ -97,17 +100,18 @@ def test_capped_lp_respects_constraints_and_matches_numpy_dykstra():
               capacity_factor=1.0, max_experts_per_token=1.5, dykstra_lambda=0.01)
   run = harness.run_layer(layer, x, fetch=lambda c, y: dict(layer.last_routing.extras))
   solution = run.fetched["lp_solution"]                            # [G, S, E]
-  _, scores = ref.router_scores(x, run.variables, L)
+  _, scores = harness.numpy_router_scores(x, run.variables, L)
   k = 2
   for g in range(scores.shape[0]):
-    expected = ref.capped_lp(scores[g], k=k, b=1.5, lam=0.01, iterations=100)
+    expected = harness.numpy_capped_lp(scores[g], k=k, b=1.5, lam=0.01, iterations=100)
     np.testing.assert_allclose(solution[g], expected, atol=2e-3)
     assert solution[g].max() <= 1 + 1e-6
     assert (solution[g].sum(1) <= 1.5 + 1e-4).all()
     np.testing.assert_allclose(solution[g].sum(0), k, atol=0.05)
-  y, _ = ref.expert_choice(x, run.variables, group_size=L, k=k,
-                           key=np.stack([ref.capped_lp(scores[g], k=k, b=1.5, lam=0.01)
-                                         for g in range(scores.shape[0])]))
+  y, _ = harness.numpy_expert_choice(
+      x, run.variables, group_size=L, k=k,
+      key=np.stack([harness.numpy_capped_lp(scores[g], k=k, b=1.5, lam=0.01)
+                    for g in range(scores.shape[0])]))
   np.testing.assert_allclose(run.y, y, rtol=1e-4, atol=1e-5)
 
 
@@ -120,12 +124,12 @@ def test_causal_threshold_routing_matches_reference(mode):
   state = {"router/threshold_ema": tau * 0.5, "router/threshold_weight": np.float32(0.5)}
   run = harness.run_layer(layer, x, mode=mode, variables=state)
   train = mode == harness.TRAIN
-  expected, _ = ref.threshold_choice(x, run.variables, group_size=2 * L, thresholds=tau,
-                                     capacity=8 if train else None)
+  expected, _ = harness.numpy_threshold_choice(x, run.variables, group_size=2 * L,
+                                               thresholds=tau, capacity=8 if train else None)
   np.testing.assert_allclose(run.y, expected, rtol=1e-4, atol=1e-5)
   after = run.variables_after
   if train:   # EMA of the k-th (k = 8) largest score of each expert in the group
-    _, s = ref.router_scores(x, run.variables, 2 * L)
+    _, s = harness.numpy_router_scores(x, run.variables, 2 * L)
     kth = np.sort(s[0], axis=0)[-8]
     np.testing.assert_allclose(after["router/threshold_ema"], 0.9 * tau * 0.5 + 0.1 * kth,
                                rtol=1e-5)
@@ -179,25 +183,18 @@ def test_experts_per_token():
 
 def test_tokens_per_slot_count_matches_bincount():
   """The routed_to_* summaries' input: how many filled slots hold each token, per group."""
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.layers.moe import dispatch  # pylint: disable=g-import-not-at-top
   rng = np.random.RandomState(0)
   groups, experts, slots, tokens = 3, 4, 2, 5
   idx = rng.randint(0, tokens, (groups, experts, slots)).astype(np.int32)
   val = (rng.rand(groups, experts, slots) > 0.3).astype(np.float32)
   dims = [mtf.Dimension(n, s) for n, s in
           [("batch", groups), ("expert_unsplit", experts), ("expert_capacity", slots)]]
-  graph = mtf.Graph()
-  mesh = mtf.Mesh(graph, "mesh")
-  with tf.Graph().as_default():
-    i = mtf.import_tf_tensor(mesh, tf.constant(idx), mtf.Shape(dims))
-    v = mtf.import_tf_tensor(mesh, tf.constant(val), mtf.Shape(dims))
-    counts = dispatch.tokens_per_slot_count(i, v, mtf.Dimension("group", tokens))
-    lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
-        mtf.Shape([]), mtf.convert_to_layout_rules(""), [""])})
-    with tf.Session() as session:
-      got = session.run(lowering.export_to_tf_tensor(counts))
+  with harness.mesh_graph() as g:
+    i = mtf.import_tf_tensor(g.mesh, tf.constant(idx), mtf.Shape(dims))
+    v = mtf.import_tf_tensor(g.mesh, tf.constant(val), mtf.Shape(dims))
+    counts = dispatch_lib.tokens_per_slot_count(i, v, mtf.Dimension("group", tokens))
+    with g.session() as s:
+      got = s.run(counts)
   want = np.stack([np.bincount(idx[g].ravel(), weights=val[g].ravel(), minlength=tokens)
                    for g in range(groups)])
   np.testing.assert_array_equal(got, want)
@@ -227,7 +224,7 @@ def test_scoring_routes_each_row_alone_and_ignores_its_padding(gating):
                         variables=first.variables)
   np.testing.assert_allclose(a.y[0, :real], b.y[0, :real], rtol=1e-5, atol=1e-6)
   if gating != "expert_choice_capped":  # the capped LP's own reference is tested above
-    reference = ref.expert_choice if gating == "expert_choice" else ref.top_2
+    reference = harness.numpy_expert_choice if gating == "expert_choice" else harness.numpy_top_2
     kwargs = (dict(k=round(1.0 * L / E)) if gating == "expert_choice"
               else dict(capacity=round(1.0 * L / E)))
     expected = reference(short, first.variables, group_size=L, real=seq_short.astype(float),

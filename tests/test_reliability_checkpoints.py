@@ -1,13 +1,24 @@
-"""Restart safety without training: torn checkpoints, damaged state files, torn log lines."""
+"""Restart safety without training: torn checkpoints, damaged state files, torn log lines,
+the crash-injection hook of the kill tests, run_info.json across restarts."""
 
 import json
 import os
+import platform
+import re
+import signal
+import sys
 
 import numpy as np
+import pytest
 import tensorflow.compat.v1 as tf
+from tensorflow.python.checkpoint import checkpoint_management
 
+import brainformer_tf
+from brainformer_tf import compat
 from brainformer_tf.training import checkpoints
+from brainformer_tf.training import faults
 from brainformer_tf.training import progress
+from brainformer_tf.training import run_info
 
 
 def _save(model_dir, steps, sharded=True):
@@ -88,3 +99,40 @@ def test_log_is_trimmed_to_the_restored_step_and_torn_lines_dropped(tmp_path):
   assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 4]
   with open(os.path.join(model_dir, progress.LOG_FILE)) as f:
     assert all(json.loads(line) for line in f)
+
+
+def test_fault_hook_kills_while_the_named_checkpoint_is_written(tmp_path, monkeypatch, capsys):
+  """BRAINFORMER_FAULT=kill_before_checkpoint_state:N (training/faults.py, the slow kill tests'
+  hook): the Saver's state-file update for checkpoint N SIGKILLs the process first (os.kill is
+  recorded here, not sent); other checkpoints pass; unset, nothing is patched; a bad spec is
+  refused."""
+  update = checkpoint_management.update_checkpoint_state_internal
+  monkeypatch.setattr(checkpoint_management, "update_checkpoint_state_internal", update)
+  kills = []
+  monkeypatch.setattr(os, "kill", lambda pid, sig: kills.append((pid, sig)))
+  monkeypatch.delenv(faults.ENV, raising=False)
+  faults.install()
+  assert checkpoint_management.update_checkpoint_state_internal is update
+  monkeypatch.setenv(faults.ENV, "kill_before_checkpoint_state:20")
+  faults.install()
+  _save(str(tmp_path), [10, 20, 30])
+  assert kills == [(os.getpid(), signal.SIGKILL)]   # once: at checkpoint 20, not 10 or 30
+  assert re.search(r"SIGKILL before the state file names \S*model\.ckpt-20\n",
+                   capsys.readouterr().out)
+  monkeypatch.setenv(faults.ENV, "kill_at:20")
+  with pytest.raises(ValueError, match="expected kill_before_checkpoint_state:<step>"):
+    faults.install()
+
+
+def test_run_info_records_each_start_and_keeps_the_earlier_ones(tmp_path):
+  model_dir = str(tmp_path / "model")
+  run_info.write(model_dir, seed=7, restored_step=0)
+  with open(run_info.write(model_dir, seed=7, restored_step=10)) as f:
+    info = json.load(f)
+  assert (info["seed"], info["restored_step"], info["command"]) == (7, 10, sys.argv)
+  assert [(h["seed"], h["restored_step"]) for h in info["history"]] == [(7, 0)]
+  assert info["versions"]["tensorflow"] == tf.__version__
+  assert info["versions"]["python"] == platform.python_version()
+  assert info["versions"]["brainformer_tf"] == brainformer_tf.__version__
+  assert info["compat_patches"] == compat.status()
+  assert info["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", info["git_commit"])

@@ -7,9 +7,14 @@ groups: MoE.group_size = sequence length, so each group is one sequence on every
 group count, a multiple of the batch's mesh split, is the batch size everywhere).
 """
 
+import mesh_tensorflow as mtf
+from mesh_tensorflow.transformer import transformer
+from mesh_tensorflow.transformer import utils
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
+import harness
 from brainformer_tf.analysis import symbolic
 
 BATCH, LENGTH, VOCAB = 8, 16, 64
@@ -20,9 +25,14 @@ LAYOUTS = {  # name -> (mesh_shape, layout_rules)
     "data_x_experts": ("batch:4", "batch:batch,experts:batch"),
     "data_x_experts_x_model_8": ("batch:4,model:2", "batch:batch,experts:batch," + MODEL_PARALLEL),
 }
-CASES = [("glam_tiny", "data"), ("glam_tiny", "data_x_model"), ("glam_tiny", "data_x_experts"),
-         ("brainformer1_tiny", "data"), ("brainformer1_tiny", "data_x_model"),
-         ("brainformer1_tiny", "data_x_experts_x_model_8")]
+# The fast tier keeps GLaM-tiny with its experts split over the batch axis (4 devices); the
+# other layouts and Brainformer-1 tiny (up to 8 devices, about a minute each) are `slow`.
+CASES = [pytest.param("glam_tiny", "data", marks=pytest.mark.slow),
+         pytest.param("glam_tiny", "data_x_model", marks=pytest.mark.slow),
+         ("glam_tiny", "data_x_experts"),
+         pytest.param("brainformer1_tiny", "data", marks=pytest.mark.slow),
+         pytest.param("brainformer1_tiny", "data_x_model", marks=pytest.mark.slow),
+         pytest.param("brainformer1_tiny", "data_x_experts_x_model_8", marks=pytest.mark.slow)]
 RTOL = 1e-5
 
 
@@ -31,41 +41,22 @@ def train_step(model, mesh_shape="", layout="", values=None, group_size=LENGTH):
   symbolic.load_gin([f"models/{model}.gin"], [
       f"utils.run.mesh_shape = '{mesh_shape}'", f"utils.run.layout_rules = '{layout}'",
       f"brainformer_tf.layers.moe.MoE.group_size = {group_size}", "num_layers = 1"])
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow import placement_mesh_impl  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import transformer, utils  # pylint: disable=g-import-not-at-top
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  shape, rules = mtf.convert_to_shape(mesh_shape), mtf.convert_to_layout_rules(layout)
-  n = max(1, shape.size)
-  with tf.Graph().as_default():
-    tf.random.set_random_seed(0)
-    graph = mtf.Graph()
-    mesh = mtf.Mesh(graph, "mesh")
+  with harness.mesh_graph(mesh_shape, layout, cpu_devices=True) as g:
     lm = utils.build_model(model_type="lm", input_vocab_size=VOCAB, output_vocab_size=VOCAB,
-                           layout_rules=rules, mesh_shape=shape)
+                           layout_rules=g.layout_rules, mesh_shape=g.mesh_shape)
     dims = mtf.Shape([mtf.Dimension("batch", BATCH), mtf.Dimension("length", LENGTH)])
     data = np.random.RandomState(0).randint(1, VOCAB, (BATCH, LENGTH)).astype(np.int32)
-    targets = mtf.import_tf_tensor(mesh, tf.constant(data), dims)
+    targets = mtf.import_tf_tensor(g.mesh, tf.constant(data), dims)
     _, loss = lm.call_simple(inputs=transformer.autoregressive_inputs(targets), targets=targets,
                              compute_loss=True, mode=tf.estimator.ModeKeys.TRAIN,
-                             sequence_id=mtf.ones(mesh, dims, tf.int32))
-    variables = graph.trainable_variables
+                             sequence_id=mtf.ones(g.mesh, dims, tf.int32))
+    variables = g.graph.trainable_variables
     grads = mtf.gradients([loss], [v.outputs[0] for v in variables])
-    devices = [f"/cpu:{i}" for i in range(n)]
-    lowering = mtf.Lowering(graph, {mesh: placement_mesh_impl.PlacementMeshImpl(
-        shape, rules, devices)})
-    fetch = [lowering.export_to_tf_tensor(loss)] + [lowering.export_to_tf_tensor(g)
-                                                    for g in grads]
-    masters = {v.name: v._master for v in variables}  # pylint: disable=protected-access
-    assigns = [tf.assign(masters[name], value) for name, value in (values or {}).items()]
-    config = tf.ConfigProto(device_count={"CPU": n})
-    with tf.Session(config=config) as session:
-      assert len([d for d in session.list_devices() if d.device_type == "CPU"]) >= n
-      session.run(tf.global_variables_initializer())
-      session.run(assigns)
-      session.run(lowering.copy_masters_to_slices())
-      initial = session.run(masters)
-      out = session.run(fetch)
+    with g.session(values) as s:
+      cpus = [d for d in s.session.list_devices() if d.device_type == "CPU"]
+      assert len(cpus) >= g.num_devices
+      initial = s.masters(variables)
+      out = s.run([loss] + grads)
   return float(out[0]), dict(zip([v.name for v in variables], out[1:])), initial
 
 
@@ -105,6 +96,7 @@ def test_training_step_matches_one_device(model, layout):
     assert any("MoE" in name for name in one[1])
 
 
+@pytest.mark.slow
 def test_routing_groups_that_depend_on_the_batch_split_change_the_result():
   """Where the layout legitimately differs: with one 128-token group on 1 device but 4 groups
   on batch:4, expert capacity is shared differently and the step is not the same."""

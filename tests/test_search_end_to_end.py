@@ -16,7 +16,8 @@ import pytest
 from brainformer_tf.blocks import spec as spec_lib
 from brainformer_tf.search import evolution
 
-pytestmark = pytest.mark.slow  # end to end: search subprocesses
+# end to end: search subprocesses (waits of up to 400 s, then a 600 s resumed run)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1100)]
 
 # Slack wide enough that a 2 s trial on a loaded machine is not early-stopped by timing noise.
 COMMAND = ["-m", "brainformer_tf.cli.main", "search", "--space=tiny", "--trials=2",

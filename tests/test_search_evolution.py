@@ -1,5 +1,6 @@
 """Aging evolution, worker claims, persistence and the budget hook (no training here)."""
 
+import json
 import os
 import random
 import socket
@@ -8,9 +9,13 @@ import sys
 import time
 
 import pytest
+import tensorflow.compat.v1 as tf
 
+from brainformer_tf.cli import search as search_cli
 from brainformer_tf.search import evolution, report, reward, space as space_lib
+from brainformer_tf.search import trial
 from brainformer_tf.search.space import Candidate
+from brainformer_tf.training import budget
 
 
 def _state(tmp_path, **overrides):
@@ -140,9 +145,6 @@ def _busy(seconds=0.02):
 
 
 def test_budget_hook_stops_at_the_budget_and_early_at_the_check(tmp_path):
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.training import budget  # pylint: disable=g-import-not-at-top
-
   def train(model_dir, **kwargs):
     os.makedirs(model_dir)
     with tf.Graph().as_default():
@@ -174,7 +176,6 @@ def test_budget_hook_stops_at_the_budget_and_early_at_the_check(tmp_path):
 
 @pytest.mark.slow
 def test_pin_cores_splits_the_available_cores_between_workers(tmp_path):
-  from brainformer_tf.cli import search as search_cli  # pylint: disable=g-import-not-at-top
   assert search_cli.worker_cores(2, {3, 1, 0, 2}) == [[0, 1], [2, 3]]
   assert search_cli.worker_cores(2, {0, 1, 2}) == [[0], [1]]
   assert search_cli.thread_env(2)["TF_NUM_INTRAOP_THREADS"] == "2"
@@ -191,9 +192,6 @@ def test_pin_cores_splits_the_available_cores_between_workers(tmp_path):
 
 
 def test_trial_result_takes_the_leak_free_validation_when_there_is_one(tmp_path):
-  import json  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.search import trial  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.training import budget  # pylint: disable=g-import-not-at-top
   (tmp_path / budget.BUDGET_FILE).write_text(json.dumps({"end": {"step": 9, "step_time": 0.1}}))
   log = [{"step": 9, "loss": 5.0}, {"step": 9, "validation_loss": 4.0, "whole_sequence": True}]
   (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))

@@ -7,18 +7,40 @@ on, runs with the guard off are not bit-reproducible, either command (measured: 
 7.18521 and 7.18560 from two identical `brainformer train` runs; with the guard on they repeat
 exactly): an open determinism issue, so later steps are compared with a tolerance."""
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 
+import gin
+from mesh_tensorflow.transformer import utils as mtf_utils
 import pytest
 
+# The stock command has no default mesh (mesh-tf's defaults ask for a TPU topology; `brainformer
+# train` resolves it to one device), so it takes layouts/cpu_1.gin, as the README says; both
+# runs get it, so both build the same graph on cpu:0.
 FLAGS = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
+         "--gin_file=layouts/cpu_1.gin",
          "--gin_param=utils.run.train_steps = 6", "--gin_param=train_with_progress.log_every_n_steps = 1",
          "--gin_param=train_with_progress.final_eval_steps = 2",
          "--gin_param=train_with_progress.final_leak_free_rows = 0",
          "--gin_param=nan_guard.policy = 'off'"]  # stock runs have no probes (nan_guard.install)
+
+
+def test_module_import_sets_up_the_project_in_process(monkeypatch):
+  """What --module_import=brainformer_tf.stock_cli does, in this process (the stock command's
+  training run is the slow test below): the project's Gin files resolve by their names under
+  gin/, and mesh-tf's per-step loss print is switched off."""
+  monkeypatch.setattr(gin.config, "_LOCATION_PREFIXES", [""])   # gin's default; restored after
+  monkeypatch.setattr(mtf_utils.tf, "quiet", False)
+  monkeypatch.delitem(sys.modules, "brainformer_tf.stock_cli", raising=False)
+  with pytest.raises(IOError, match="models/glam_tiny.gin"):
+    gin.parse_config_file("models/glam_tiny.gin")
+  importlib.import_module("brainformer_tf.stock_cli")
+  gin.parse_config_file("models/glam_tiny.gin")
+  assert gin.query_parameter("%num_experts") == 8
+  assert mtf_utils.tf.quiet
 
 
 def _losses(model_dir):
@@ -29,6 +51,7 @@ def _losses(model_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1900)   # two training runs, 900 s limit each
 def test_stock_t5_mesh_transformer_trains_like_brainformer_train(tmp_path):
   bin_dir = os.path.dirname(sys.executable)
   stock = os.path.join(bin_dir, "t5_mesh_transformer")

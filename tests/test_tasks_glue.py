@@ -3,31 +3,13 @@
 import json
 import re
 
+import gin
 import pytest
 import seqio
-import tensorflow.compat.v1 as tf
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from brainformer_tf.data import records
-
-LENGTHS = {"inputs": 32, "targets": 8}
-
-
-def task_examples(name, split, limit, lengths=None):
-  """The first `limit` preprocessed examples of a task split, as numpy dicts."""
-  task = seqio.get_mixture_or_task(name)
-  with tf.Graph().as_default():
-    ds = task.get_dataset(lengths or LENGTHS, split=split, shuffle=False, num_epochs=1,
-                          try_in_mem_cache=False).take(limit)
-    it = tf.data.make_one_shot_iterator(ds).get_next()
-    out = []
-    with tf.Session() as session:
-      for _ in range(limit):
-        try:
-          out.append(session.run(it))
-        except tf.errors.OutOfRangeError:
-          break
-  return out
+from harness import task_examples
 
 
 def texts(examples):
@@ -209,7 +191,6 @@ def test_bad_tsv_label_and_empty_split(glue_dir):
 
 
 def test_skip_policy_skips_and_counts_bad_records(tmp_path, monkeypatch):
-  import gin  # pylint: disable=g-import-not-at-top
   path = _write(tmp_path, "superglue/CB/val.jsonl",
                 GOOD_CB + "{broken\n" + GOOD_CB.replace('"neutral"', '"yes"') + GOOD_CB)
   monkeypatch.setenv(records.DATA_DIR_ENV, str(tmp_path))

@@ -4,6 +4,8 @@ import re
 import unicodedata
 import zlib
 
+import gin
+from pydoc_data import topics
 import pytest
 import seqio
 import tensorflow.compat.v1 as tf
@@ -51,7 +53,6 @@ def test_vocabulary_uses_t5_special_ids_and_the_configured_size():
 
 
 def test_default_corpus_validation_examples_decode_to_its_paragraphs():
-  from pydoc_data import topics  # pylint: disable=g-import-not-at-top
   expected = []
   for title in sorted(topics.topics):
     if zlib.crc32(title.encode()) % 10 == 0:
@@ -82,12 +83,10 @@ class _gin_bindings:
     self.bindings = bindings
 
   def __enter__(self):
-    import gin  # pylint: disable=g-import-not-at-top
     gin.clear_config()
     gin.parse_config(list(self.bindings))
 
   def __exit__(self, *exc):
-    import gin  # pylint: disable=g-import-not-at-top
     gin.clear_config()
 
 

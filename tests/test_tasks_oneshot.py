@@ -11,7 +11,7 @@ import seqio
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from brainformer_tf.data import records
-from test_tasks_glue import task_examples  # pylint: disable=g-bad-import-order
+from harness import task_examples
 
 N = 6
 LENGTHS = {"inputs": 512, "targets": 16}

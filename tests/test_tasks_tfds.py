@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from brainformer_tf.data import records
-from test_tasks_glue import task_examples  # pylint: disable=g-bad-import-order
+from harness import task_examples
 
 LENGTHS = {"inputs": 64, "targets": 16}
 

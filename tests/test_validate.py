@@ -11,12 +11,14 @@ import pytest
 from t5.models import mesh_transformer_main  # pylint: disable=unused-import  (defines the flags)
 
 import tasks  # pylint: disable=unused-import
+from brainformer_tf.cli import train as train_cli
+from brainformer_tf.config import ginutil
 from brainformer_tf.config import paths
-from brainformer_tf.config import errors
 from brainformer_tf.config import prepare
+from harness import problems
 
-GLAM = ["models/glam_tiny.gin", "train/cpu.gin"]
 CPU_GIN = os.path.join(paths.gin_dir(), "train", "cpu.gin")
+CPU_1 = os.path.join(paths.gin_dir(), "layouts", "cpu_1.gin")
 LM_BASE = os.path.join(paths.gin_dir(), "models", "includes", "lm_base.gin")
 
 
@@ -24,26 +26,6 @@ def line_of(path, prefix):
   """1-based number of the line of `path` that starts with `prefix`."""
   with open(path) as f:
     return next(n for n, line in enumerate(f, 1) if line.startswith(prefix))
-
-
-def problems(*params, gin_files=GLAM, model_dir="", extra_flags=(), keep_config=False):
-  """The UsageError text from parsing + checking like `brainformer train` ("" if fine).
-
-  extra_flags: more command-line flags (e.g. "--tpu=name"); keep_config: leave the parsed Gin
-  config in place for the caller (e.g. to build the graph), instead of clearing it.
-  """
-  gin.clear_config()
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["validate", f"--model_dir={model_dir}"] + [f"--gin_file={f}" for f in gin_files]
-              + [f"--gin_param={p}" for p in params] + list(extra_flags))
-  try:
-    prepare.parse_and_check(flags.FLAGS)
-  except errors.UsageError as e:
-    return str(e)
-  finally:
-    if not keep_config:
-      gin.clear_config()
-  return ""
 
 
 MESH_2x3 = ("utils.run.mesh_shape='batch:2,model:3'", "utils.run.mesh_devices=['', '', '', '', '', '']")
@@ -74,8 +56,10 @@ def test_malformed_mesh_shape():
 
 
 def test_mesh_devices_count():
-  text = problems("utils.run.mesh_shape='batch:2'")
-  where = f"{CPU_GIN}:{line_of(CPU_GIN, 'utils.run.mesh_devices')}"
+  # the recipe holds no device list; layouts/cpu_1.gin pins one CPU device
+  text = problems("utils.run.mesh_shape='batch:2'", gin_files=[
+      "models/glam_tiny.gin", "train/cpu.gin", "layouts/cpu_1.gin"])
+  where = f"{CPU_1}:{line_of(CPU_1, 'utils.run.mesh_devices')}"
   assert f"{where}: utils.run.mesh_devices lists 1 devices" in text
 
 
@@ -143,29 +127,6 @@ def test_nan_policy_must_be_known():
   assert "--gin_param: nan_guard.policy: nan_guard.policy = 'ignore': expected one of" in text
 
 
-def _checkpoint_dir(tmp_path_factory):
-  """A model dir whose checkpoint has a 4096 x 64 embedding (the shipped glam_tiny)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  model_dir = str(tmp_path_factory.mktemp("ckpt"))
-  with tf.Graph().as_default():
-    tf.Variable(np.zeros([4096, 64], np.float32), name="transformer/embedding")
-    saver = tf.train.Saver()
-    with tf.Session() as session:
-      session.run(tf.global_variables_initializer())
-      saver.save(session, os.path.join(model_dir, "model.ckpt"), global_step=5)
-  return model_dir
-
-
-def test_vocab_and_d_model_vs_existing_checkpoint(tmp_path_factory):
-  model_dir = _checkpoint_dir(tmp_path_factory)
-  assert problems(model_dir=model_dir) == ""
-  text = problems("vocabulary_settings.vocab_size = 2000", "d_model = 32", model_dir=model_dir)
-  assert "vocabulary_settings.vocab_size = 2000 (padded 2048) but the model dir's checkpoint" in text
-  assert "has a 4096-row embedding" in text
-  assert "Unitransformer.d_model = 32 but the model dir's checkpoint" in text
-
-
 def test_block_spec_errors_name_the_sublayer():
   if not os.path.exists(os.path.join(paths.gin_dir(), "models", "brainformer1_tiny.gin")):
     pytest.skip("Brainformer block models not present")
@@ -192,6 +153,34 @@ def test_cli_validate_and_train_report_before_building_a_graph(tmp_path):
   assert not (tmp_path / "m").exists() or not list((tmp_path / "m").glob("*.index"))
 
 
+def _train_in_process(args):
+  """`brainformer train` with the given flags in this process (cli/train.py's main): its exit
+  code. Only for bad input: a good config would train."""
+  flags.FLAGS.unparse_flags()
+  try:
+    flags.FLAGS(["brainformer train"] + args)
+    return train_cli._main(None)  # pylint: disable=protected-access
+  finally:
+    flags.FLAGS.unparse_flags()
+    gin.clear_config()
+
+
+def test_train_reports_bad_input_before_building_a_graph_in_process(tmp_path, capsys):
+  """The fast form of the subprocess test above: cli/train.py exits 2 with one report, the
+  config's problems being the validate checks' (problems()), and writes nothing."""
+  args = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin"]
+  assert _train_in_process(args) == 2
+  assert "brainformer train: error: --model_dir is required" in capsys.readouterr().err
+  params = ["MoE.capacity_factor = -1.0", "Unitransformer.max_length = 64"]
+  model_dir = tmp_path / "m"
+  assert _train_in_process([f"--model_dir={model_dir}"] + args
+                           + [f"--gin_param={p}" for p in params]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("brainformer train: error: 2 problem(s) in the Gin config:")
+  assert problems(*params) in err
+  assert not model_dir.exists()
+
+
 @pytest.mark.parametrize("gin_files", [
     ["models/glam_tiny.gin", "train/glam.gin"],
     ["models/brainformer1_8b_64e.gin", "train/glam.gin", "layouts/tpu_v4_512.gin"],
@@ -203,7 +192,6 @@ def test_paper_recipe_validates(gin_files):
 
 
 def test_no_layout_runs_on_one_device_and_tpu_takes_the_topology_flag():
-  from brainformer_tf.config import ginutil  # pylint: disable=g-import-not-at-top
   for tpu, expected in (("", ""), ("my-tpu", "v3-8")):
     gin.clear_config()
     flags.FLAGS.unparse_flags()

@@ -2,12 +2,19 @@
 
 import pathlib
 
+import mesh_tensorflow as mtf
+from mesh_tensorflow import optimize
+from mesh_tensorflow.transformer import transformer
+from mesh_tensorflow.transformer import utils
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
+import harness
 from brainformer_tf.analysis import accounting
 from brainformer_tf.analysis import memory
 from brainformer_tf.analysis import symbolic
+from brainformer_tf.config import ginutil
 from brainformer_tf.config import paths
 
 MODELS_DIR = pathlib.Path(paths.gin_dir()) / "models"
@@ -34,10 +41,14 @@ def test_every_model_builds_scaled_down():
     assert 0 < counts.activated_params <= counts.total_params < 200_000, model
 
 
+SLOW = pytest.mark.slow   # every model x layout is also built by test_config_matrix.py (slow)
+
+
 @pytest.mark.parametrize("model,layout", [
-    ("glam_0.1b_32e", "tpu_v4_64"), ("brainformer1_100m_32e", "tpu_v4_64"),
-    ("glam_1.7b_64e", "tpu_v4_64"), ("brainformer2_1b_64e", "tpu_v4_64"),
-    ("glam_8b_64e", "tpu_v4_512"), ("brainformer1_8b_64e", "tpu_v4_512"),
+    pytest.param("glam_0.1b_32e", "tpu_v4_64", marks=SLOW), ("brainformer1_100m_32e", "tpu_v4_64"),
+    pytest.param("glam_1.7b_64e", "tpu_v4_64", marks=SLOW),
+    pytest.param("brainformer2_1b_64e", "tpu_v4_64", marks=SLOW),
+    pytest.param("glam_8b_64e", "tpu_v4_512", marks=SLOW), ("brainformer1_8b_64e", "tpu_v4_512"),
 ])
 def test_layouts_split_the_full_models(model, layout):
   """blocks.block_layers checks that heads/d_ff/experts divide their mesh dimension."""
@@ -60,43 +71,33 @@ def _train(model, layout=None, steps=3, batch=4, length=32, vocab=64, params=())
   files = [f"models/{model}.gin", "train/cpu_mini.gin"] + ([f"layouts/{layout}.gin"] if layout
                                                            else [])
   symbolic.load_gin(files, params)
-  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow import optimize, placement_mesh_impl  # pylint: disable=g-import-not-at-top
-  from mesh_tensorflow.transformer import transformer, utils  # pylint: disable=g-import-not-at-top
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from brainformer_tf.config import ginutil  # pylint: disable=g-import-not-at-top
-  mesh_shape = mtf.convert_to_shape(ginutil.query("utils.run.mesh_shape"))
-  layout_rules = mtf.convert_to_layout_rules(ginutil.query("utils.run.layout_rules"))
-  with tf.Graph().as_default():
-    tf.random.set_random_seed(0)
-    tf.train.get_or_create_global_step()
-    graph = mtf.Graph()
-    mesh = mtf.Mesh(graph, "mesh")
+  ginutil.resolve_default_mesh()   # no layout file: one device, as `brainformer train` does
+  mesh_shape = ginutil.query("utils.run.mesh_shape")
+  layout_rules = ginutil.query("utils.run.layout_rules")
+  with harness.mesh_graph(mesh_shape, layout_rules) as g:
+    global_step = tf.train.get_or_create_global_step()
     model_ = utils.build_model(model_type="lm", input_vocab_size=vocab,
-                               output_vocab_size=vocab, layout_rules=layout_rules,
-                               mesh_shape=mesh_shape)
+                               output_vocab_size=vocab, layout_rules=g.layout_rules,
+                               mesh_shape=g.mesh_shape)
     shape = mtf.Shape([mtf.Dimension("batch", batch), mtf.Dimension("length", length)])
     data = np.random.RandomState(0).randint(1, vocab, (batch, length)).astype(np.int32)
-    targets = mtf.import_tf_tensor(mesh, tf.constant(data), shape)
+    targets = mtf.import_tf_tensor(g.mesh, tf.constant(data), shape)
     _, loss = model_.call_simple(
         inputs=transformer.autoregressive_inputs(targets), targets=targets, compute_loss=True,
-        mode=tf.estimator.ModeKeys.TRAIN, sequence_id=mtf.ones(mesh, shape, tf.int32))
-    variables = graph.trainable_variables
+        mode=tf.estimator.ModeKeys.TRAIN, sequence_id=mtf.ones(g.mesh, shape, tf.int32))
+    variables = g.graph.trainable_variables
     grads = mtf.gradients([loss], [v.outputs[0] for v in variables])
     updates = optimize.AdafactorOptimizer().apply_grads(grads, variables)
-    devices = [""] * mesh_shape.size
-    lowering = mtf.Lowering(graph, {mesh: placement_mesh_impl.PlacementMeshImpl(
-        mesh_shape, layout_rules, devices)})
-    tf_loss = lowering.export_to_tf_tensor(loss)
-    tf_updates = [lowering.lowered_operation(op) for op in updates]
-    step = tf.assign_add(tf.train.get_global_step(), 1)
-    with tf.Session() as session:
-      session.run(tf.global_variables_initializer())
-      session.run(lowering.copy_masters_to_slices())
-      return [session.run([tf_loss, tf_updates, step])[0] for _ in range(steps)]
+    with g.session() as s:
+      step = s.export([loss, updates, tf.assign_add(global_step, 1)])
+      return [s.session.run(step)[0] for _ in range(steps)]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+FAST_MINI = "glam_ec"   # the fast tier trains one family's mini; the others are `slow`
+
+
+@pytest.mark.parametrize("family", [
+    f if f == FAST_MINI else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
 def test_mini_trains_a_few_steps(family):
   """The mini's widths and block with one block repeat (graph building dominates CPU time)."""
   losses = _train(f"{family}_mini", params=["num_layers = 1"])
@@ -104,6 +105,7 @@ def test_mini_trains_a_few_steps(family):
   assert losses[-1] < losses[0]   # fits the repeated batch
 
 
+@pytest.mark.slow   # multi-step training on 4 slices (scale-out: test_scaleout_equivalence.py)
 def test_tiny_moe_trains_on_multi_device_cpu_mesh():
   """layouts/cpu_2x2.gin: experts split over batch, hidden/heads over model (4 CPU slices)."""
   losses = _train("glam_ec_tiny", layout="cpu_2x2", steps=2, params=["num_layers = 1"])

@@ -41,6 +41,7 @@ from mesh_tensorflow.transformer import utils
 from brainformer_tf.analysis import accounting
 from brainformer_tf.analysis import symbolic
 from brainformer_tf.config import ginutil
+from brainformer_tf.config import paths
 from brainformer_tf.layers import ffn
 from brainformer_tf.layers import layout
 from brainformer_tf.layers.moe import MoE
@@ -228,7 +229,12 @@ def estimate(gin_files: Sequence[str], gin_params: Sequence[str] = (), mesh: str
   string such as "batch:64,model:8"); layout_rules overrides the recipe's rules."""
   files, params = list(gin_files), list(gin_params)
   if mesh and ":" not in mesh:
-    files.append(mesh if mesh.endswith(".gin") else f"layouts/{mesh}.gin")
+    layout = mesh if mesh.endswith(".gin") else f"layouts/{mesh}.gin"
+    if layout.startswith("layouts/") and layout not in paths.gin_files("layouts"):
+      raise LayoutError(f"--mesh={mesh}: no {layout}; the layouts are "
+                        f"{', '.join(f[8:-4] for f in paths.gin_files('layouts'))} (or give a "
+                        "mesh string such as 'batch:4,model:2')")
+    files.append(layout)
   elif mesh is not None:   # a mesh string; "" = one device
     params.append(f"utils.run.mesh_shape = {mesh!r}")
   if layout_rules:

@@ -7,7 +7,6 @@ master variables are shape-only stand-ins, so a 160B model builds in about a sec
 """
 
 import importlib
-import logging
 from typing import Optional, Sequence, Tuple
 
 import mesh_tensorflow as mtf
@@ -15,6 +14,7 @@ from mesh_tensorflow.transformer import utils
 import tensorflow.compat.v1 as tf
 from tensorflow.python.framework import tensor_shape
 
+from brainformer_tf.config import checks as config_checks
 from brainformer_tf.config import ginutil
 from brainformer_tf.config import paths
 
@@ -42,9 +42,6 @@ def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
       importlib.import_module(module)
     except ImportError as e:
       raise AnalysisError(f"--module_import={module}: {one_line(e)}") from None
-  root = logging.getLogger()
-  level = root.level
-  root.setLevel(logging.CRITICAL)  # gin logs every search-path miss as an ERROR
   try:
     ginutil.parse_model_config(gin_files, gin_params)
   except OSError as e:
@@ -52,8 +49,6 @@ def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
                         ) from None
   except (ValueError, TypeError, ImportError, NameError, SyntaxError) as e:
     raise AnalysisError(f"gin: {one_line(e)}") from None
-  finally:
-    root.setLevel(level)
 
 
 def sequence_length(explicit: Optional[int]) -> int:
@@ -89,6 +84,10 @@ def build_training_graph(batch: int, length: int, vocab_size: int, mesh_shape=No
   laid out on mesh_shape / layout_rules (strings or mtf objects; "" = one device)."""
   mesh_shape = mtf.convert_to_shape(mesh_shape or "")
   layout_rules = mtf.convert_to_layout_rules(layout_rules or "")
+  problems = config_checks.check_built_model(None, mesh_shape, layout_rules)
+  if problems:   # non-positive sizes, capacities rounding to 0: named, not a ZeroDivisionError
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise AnalysisError(problems[0] + more)
   with tf.Graph().as_default(), tf.variable_creator_scope(_shape_only_variable):
     graph = mtf.Graph()
     mesh = mtf.Mesh(graph, "mesh")

@@ -71,6 +71,7 @@ def run(argv):
   name = args.name or os.path.basename(os.path.normpath(
       args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(args.checkpoint)))
   try:
+    prepare.check_writable_dir(args.output_dir, "--output_dir")
     evaluate_and_report(args, args.checkpoint, args.output_dir, name)
   except prepare.user_errors() as e:
     return errors.report(PROG, e)

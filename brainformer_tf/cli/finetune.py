@@ -45,6 +45,7 @@ def train_config(args):
   """(gin files, gin params) of the training run; runs every pre-flight check."""
   if args.steps < 1:
     raise errors.UsageError(f"--steps={args.steps}: must be >= 1")
+  prepare.check_writable_dir(args.model_dir)
   prefix, step, operative = checkpoint.resolve(args.init_checkpoint)
   files = driver.model_config(prefix, operative, args.gin_file)
   files = files[:1] + ["finetune/default.gin"] + files[1:]

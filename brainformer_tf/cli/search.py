@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from brainformer_tf.config import errors
+from brainformer_tf.config import prepare
 from brainformer_tf.search import evolution
 from brainformer_tf.search import mutation
 from brainformer_tf.search import report
@@ -112,12 +113,13 @@ def run(argv) -> int:
       return errors.report(PROG, e)
   if not args.report_only:
     try:
+      prepare.check_writable_dir(args.dir, "--dir")
       if args.join:
         if evolution.load(args.dir) is None:
           raise ValueError(f"--join: no search in --dir={args.dir}")
       else:
         evolution.init(args.dir, _config(args))
-    except ValueError as e:
+    except (ValueError, errors.UsageError) as e:
       return errors.report(PROG, e)
     if args.pin_cores:
       os.environ.update(thread_env(len(cores[0])))  # trials inherit env and affinity

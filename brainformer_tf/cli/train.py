@@ -8,6 +8,8 @@ Takes exactly t5_mesh_transformer's absl flags (--model_dir, --gin_file, --gin_p
   * checks Gin files, the config (brainformer_tf.config.checks, as `brainformer validate`),
     the mixture/task name and its training data before any graph is built, and reports bad
     input naming what is wrong (exit code 2);
+  * requires --model_dir and locks it (<model_dir>/train.lock: one training run per model dir,
+    a killed run's lock taken over),
   * installs the NaN guard and, in train_with_progress, resumes from the newest intact
     checkpoint (docs/reliability.md); a NaN stop exits with code 1.
 `--use_model_api` is passed through to t5's own main unchanged.
@@ -27,6 +29,7 @@ import tensorflow.compat.v1 as tf
 from brainformer_tf import compat
 from brainformer_tf.config import errors
 from brainformer_tf.config import prepare
+from brainformer_tf.training import lock
 from brainformer_tf.training import nan_guard
 
 PROG = "brainformer train"
@@ -53,10 +56,21 @@ def _main(argv):
     if flags_.use_model_api:
       prepare.import_modules(flags_.module_import)
       return mesh_transformer_main.main(None)
+    if not flags_["model_dir"].present:
+      raise errors.UsageError(f"--model_dir is required (t5's default is "
+                              f"{flags_.model_dir}, a temp dir)")
     prepare.prepare(flags_)
+    held = lock.acquire(flags_.model_dir)
   except prepare.user_errors() as e:
     return errors.report(PROG, e)
+  try:
+    return _train(flags_)
+  finally:
+    lock.release(held)
 
+
+def _train(flags_):
+  """utils.run on the prepared config; 1 on a NaN stop."""
   _record_command(flags_.model_dir)
   t5.data.add_global_cache_dirs(flags_.additional_task_cache_dirs)
   if not flags_.tpu:

@@ -11,6 +11,8 @@ import argparse
 import glob
 import os
 
+import sentencepiece
+
 from brainformer_tf.config import errors
 from brainformer_tf.data import text
 from brainformer_tf.data import vocab
@@ -48,5 +50,8 @@ def run(argv) -> int:
     return errors.report(PROG, e)
   except RuntimeError as e:  # sentencepiece's own errors, e.g. a vocab_size too large
     return errors.report(PROG, f"sentencepiece: {e}")
-  print(f"{PROG}: wrote {path} ({args.vocab_size} pieces, trained on {len(files)} files)")
+  pieces = sentencepiece.SentencePieceProcessor(model_file=path).get_piece_size()
+  short = (f": the text supports no more than that (asked for {args.vocab_size}; "
+           "hard_vocab_limit=False)" if pieces < args.vocab_size else "")
+  print(f"{PROG}: wrote {path} ({pieces} pieces{short}, trained on {len(files)} files)")
   return 0

@@ -24,11 +24,14 @@ import seqio
 import tensorflow.compat.v1 as tf
 
 from brainformer_tf.blocks import build
+from brainformer_tf.config import errors
 from brainformer_tf.config import ginutil
 from brainformer_tf.data import vocab
+from brainformer_tf.evaluation import checkpoint as checkpoint_lib
 from brainformer_tf.layers import layout
 from brainformer_tf.layers.moe import layer as moe_layer
 from brainformer_tf.layers.moe import router
+from brainformer_tf.training import checkpoints
 from brainformer_tf.training import nan_guard
 
 # mesh-tf layer parameters that size a dimension which layout_rules may split over the mesh.
@@ -78,27 +81,32 @@ def _where(locate, param):
   return f"{locate(param)}: {param}" if locate(param) else param
 
 
+def _converted(locate, param, convert, expected, problems):
+  """convert(value) of a string-valued Gin `param`; None when computed (a @reference) or
+  malformed (then a problem naming where it was bound is appended)."""
+  value = ginutil.query(param)
+  if not isinstance(value, str):
+    return None
+  try:
+    return convert(value)
+  except (ValueError, IndexError) as e:
+    problems.append(f"{_where(locate, param)} = {value!r} is not {expected} ({e})")
+    return None
+
+
 def _mesh(locate, tpu=False):
   """(mesh_shape, layout_rules, problems); shape None when computed (e.g. @tpu_mesh_shape()).
 
   tpu: the run places the mesh by the TPU device assignment (mesh-tf's SimdMeshImpl ignores
-  `utils.run.mesh_devices`), so a device list left by a CPU recipe is not a problem there.
+  `utils.run.mesh_devices`), so a CPU layout's device list is not a problem there.
   """
-  problems, shape, rules = [], None, mtf.convert_to_layout_rules("")
+  problems = []
   mesh_shape = ginutil.query("utils.run.mesh_shape")
-  layout = ginutil.query("utils.run.layout_rules")
-  if isinstance(mesh_shape, str):
-    try:
-      shape = mtf.convert_to_shape(mesh_shape)
-    except (ValueError, IndexError) as e:
-      problems.append(f"{_where(locate, 'utils.run.mesh_shape')} = {mesh_shape!r} is not a mesh "
-                      f"shape like 'batch:2,model:4' ({e})")
-  if isinstance(layout, str):
-    try:
-      rules = mtf.convert_to_layout_rules(layout)
-    except (ValueError, IndexError) as e:
-      problems.append(f"{_where(locate, 'utils.run.layout_rules')} = {layout!r} is not a list "
-                      f"of tensor_dim:mesh_dim pairs ({e})")
+  shape = _converted(locate, "utils.run.mesh_shape", mtf.convert_to_shape,
+                     "a mesh shape like 'batch:2,model:4'", problems)
+  rules = _converted(locate, "utils.run.layout_rules", mtf.convert_to_layout_rules,
+                     "a list of tensor_dim:mesh_dim pairs", problems)
+  rules = rules if rules is not None else mtf.convert_to_layout_rules("")
   devices = ginutil.query("utils.run.mesh_devices")
   if not tpu and shape is not None and devices and len(devices) != max(shape.size, 1):
     problems.append(f"{_where(locate, 'utils.run.mesh_devices')} lists {len(devices)} devices "
@@ -281,7 +289,12 @@ def _vocab_problems(locate, shape, rules, checkpoint):
                        ("the model dir's checkpoint", checkpoint)):
     if not path:
       continue
-    shapes = dict(tf.train.list_variables(path))
+    try:
+      shapes = dict(tf.train.list_variables(path))
+    except Exception as e:  # pylint: disable=broad-except  (NotFound, DataLoss, ...: one line)
+      problems.append(f"{source} {path} cannot be read: "
+                      f"{(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
+      continue
     embedding = next((s for n, s in shapes.items() if n.endswith("/embedding")), None)
     if embedding and embedding[0] != padded:
       problems.append(f"{_where(locate, 'vocabulary_settings.vocab_size')} = {size} (padded "
@@ -290,6 +303,19 @@ def _vocab_problems(locate, shape, rules, checkpoint):
       problems.append(f"{_where(locate, 'Unitransformer.d_model')} = {d_model} but {source} "
                       f"{path} was trained with d_model {embedding[1]}")
   return problems
+
+
+def check_model_dir_checkpoint(prefix):
+  """The model dir's checkpoint holds exactly the model's variables (a resume restores all of
+  them): the first mismatching variables named, as `brainformer eval` names them."""
+  model_type = ginutil.query("utils.run.model_type", "bitransformer")
+  if not prefix or model_type not in ("lm", "delimited_lm"):
+    return []
+  try:
+    checkpoint_lib.check_compatible(prefix, model_type, vocab_size())
+  except errors.UsageError as e:
+    return [f"--model_dir: {e}"]
+  return []
 
 
 def check_policies(locate):
@@ -371,10 +397,7 @@ def check(locate, model_dir=None, tpu=False):
   tpu: the run goes to a TPU (--tpu): the mesh is placed there, `mesh_devices` is ignored and
   nothing is compared with this machine's devices (none of the checks look at local devices).
   """
-  try:
-    checkpoint = tf.train.latest_checkpoint(model_dir) if model_dir else None
-  except Exception:  # pylint: disable=broad-except  (a damaged state file: recovered at start)
-    checkpoint = None
+  checkpoint = checkpoints.newest_listable(model_dir)   # what a resume restores
   shape, rules, problems = _mesh(locate, tpu)
   problems += check_required(locate)
   problems += check_layers(locate, shape, rules)
@@ -382,6 +405,8 @@ def check(locate, model_dir=None, tpu=False):
   problems += check_block_spec(locate, shape, rules)
   if not problems:   # the model builds only from a config that passed the checks above
     problems += check_built_model(locate, shape, rules)
+  if not problems:
+    problems += check_model_dir_checkpoint(checkpoint)
   problems += check_policies(locate)
   for fn in CHECKS:
     problems += fn(locate, model_dir)

@@ -12,5 +12,9 @@ class UsageError(Exception):
 
 
 def report(prefix: str, error: BaseException) -> int:
-  print(f"{prefix}: error: {error}", file=sys.stderr, flush=True)
+  """Prints `<prefix>: error: <message>` to stderr and returns exit code 2. Gin's
+  "In call to configurable ..." lines (added to any error raised inside a configurable) are
+  left out: the message itself names the cause."""
+  lines = [l for l in str(error).splitlines() if not l.strip().startswith("In call to configurable")]
+  print(f"{prefix}: error: " + "\n".join(lines), file=sys.stderr, flush=True)
   return 2

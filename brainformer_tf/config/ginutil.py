@@ -1,5 +1,7 @@
 """Small helpers for parsing and reading the Gin config the way `brainformer train` does."""
 
+import contextlib
+import logging
 import os
 from typing import Sequence
 
@@ -19,6 +21,19 @@ def add_search_paths():
       gin.add_config_file_search_path(path)
 
 
+@contextlib.contextmanager
+def quiet_search_misses():
+  """Hides Gin's "Path not found" ERROR log lines: Gin logs every search-path prefix that does
+  not hold a file, although the next prefix does (a missing file still raises OSError)."""
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    root.setLevel(level)
+
+
 def parse_model_config(gin_files: Sequence[str], gin_params: Sequence[str] = ()):
   """Clears Gin, then parses mesh-tf's defaults.gin, `gin_files` and `gin_params` (unfinalized).
 
@@ -27,11 +42,12 @@ def parse_model_config(gin_files: Sequence[str], gin_params: Sequence[str] = ())
   """
   gin.clear_config()
   add_search_paths()
-  gin.parse_config_file(pkg_resources.resource_filename(
-      "mesh_tensorflow.transformer", "gin/defaults.gin"))
-  gin.parse_config_files_and_bindings(
-      list(gin_files), list(gin_params), finalize_config=False,
-      skip_unknown=mesh_transformer.DEPRECATED_GIN_REFERENCES)
+  with quiet_search_misses():
+    gin.parse_config_file(pkg_resources.resource_filename(
+        "mesh_tensorflow.transformer", "gin/defaults.gin"))
+    gin.parse_config_files_and_bindings(
+        list(gin_files), list(gin_params), finalize_config=False,
+        skip_unknown=mesh_transformer.DEPRECATED_GIN_REFERENCES)
 
 
 def query(name, default=None):

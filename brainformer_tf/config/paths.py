@@ -15,10 +15,15 @@ def gin_dir() -> str:
       f"brainformer_tf's gin/ folder was not found next to {_PACKAGE_DIR}; reinstall the package.")
 
 
+def gin_files(folder: str) -> list:
+  """The .gin files directly in gin/<folder> as Gin names ("models/glam_tiny.gin"), sorted."""
+  return sorted(f"{folder}/{f}" for f in os.listdir(os.path.join(gin_dir(), folder))
+                if f.endswith(".gin"))
+
+
 def model_files() -> list:
-  """The zoo's top-level model files as Gin names ("models/glam_tiny.gin"), sorted."""
-  models_dir = os.path.join(gin_dir(), "models")
-  return sorted(f"models/{f}" for f in os.listdir(models_dir) if f.endswith(".gin"))
+  """The zoo's top-level model files ("models/glam_tiny.gin", ...)."""
+  return gin_files("models")
 
 
 def cache_dir() -> str:

@@ -7,6 +7,7 @@ is built. Bad input raises one of `user_errors()` with a message naming what is 
 """
 
 import importlib
+import os
 
 import gin
 from mesh_tensorflow.transformer import utils
@@ -20,6 +21,7 @@ from brainformer_tf.config import errors
 from brainformer_tf.config import ginutil
 from brainformer_tf.config import paths
 from brainformer_tf.data import text
+from brainformer_tf.training import checkpoints
 from brainformer_tf.training import nan_guard
 
 
@@ -45,7 +47,8 @@ def _parse_gin(flags_):
       mesh_transformer.DEPRECATED_GIN_REFERENCES +
       tuple(flags_.additional_deprecated_gin_references))
   try:
-    utils.parse_gin_defaults_and_flags(skip_unknown=skip, finalize_config=False)
+    with ginutil.quiet_search_misses():
+      utils.parse_gin_defaults_and_flags(skip_unknown=skip, finalize_config=False)
   except OSError as e:
     raise errors.UsageError(
         f"{e}\n  project model files: {', '.join(paths.model_files())}") from None
@@ -112,9 +115,70 @@ def check_config(flags_, locate=None):
                             "\n  ".join(problems))
 
 
+def check_gin_files(gin_files):
+  """A --gin_file that names a directory is an error (Gin would skip it silently)."""
+  prefixes = [""] + list(gin.config._LOCATION_PREFIXES)  # pylint: disable=protected-access
+  for name in gin_files or []:
+    found = [os.path.join(prefix, name) for prefix in prefixes
+             if os.path.exists(os.path.join(prefix, name))]
+    if found and os.path.isdir(found[0]):
+      raise errors.UsageError(f"--gin_file={name} is a directory ({found[0]}); name a .gin file "
+                              "in it")
+
+
+def check_writable_dir(directory, flag="--model_dir"):
+  """`directory` (local) is one this user can write, or can be created as one; else a
+  UsageError naming `flag`. Remote paths (gs://) are left to the run."""
+  if not directory or "://" in directory:
+    return
+  path = os.path.abspath(directory)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path):
+    raise errors.UsageError(f"{flag}={directory}: {path} is a file, not a directory")
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise errors.UsageError(f"{flag}={directory}: {path} is not writable by this user")
+
+
+def check_train_steps(model_dir):
+  """Training to utils.run.train_steps from a checkpoint already there must have steps left."""
+  prefix = checkpoints.newest_listable(model_dir)
+  target = ginutil.query("utils.run.train_steps")
+  if prefix and isinstance(target, int) and checkpoints.step_of(prefix) >= target:
+    raise errors.UsageError(
+        f"utils.run.train_steps = {target} but --model_dir={model_dir} is already at step "
+        f"{checkpoints.step_of(prefix)}: nothing to train (raise train_steps to go on; "
+        "`brainformer eval` / `score` read a finished run)")
+
+
+def _device_name(device) -> str:
+  """"/job:localhost/replica:0/task:0/device:GPU:1" or "gpu:1" -> "gpu:1" ("" stays "")."""
+  return ":".join(str(device).lower().split(":")[-2:]).rpartition("/")[2]
+
+
+def check_local_devices():
+  """Every device of utils.run.mesh_devices exists on this machine (off-TPU runs); mesh-tf
+  would otherwise place the slices on the CPU without a word."""
+  local = sorted(_device_name(d.name) for d in tf.config.list_logical_devices())
+  for device in ginutil.query("utils.run.mesh_devices") or []:
+    if device and _device_name(device) not in local:
+      raise errors.UsageError(
+          f"utils.run.mesh_devices lists {device!r}, which this machine does not have (it has "
+          f"{', '.join(local)}); pick a layout from gin/layouts/ that fits it")
+
+
+def _validates_after_training():
+  """The split train_with_progress validates on after training, or None."""
+  fn = ginutil.query("utils.run.train_model_fn")
+  if getattr(getattr(fn, "configurable", None), "name", None) != "train_with_progress":
+    return None
+  return ginutil.query("train_with_progress.final_eval_split", "validation")
+
+
 def parse_and_check(flags_):
   """Parses Gin from the flags on the project's search path, then `check_config`."""
   ginutil.add_search_paths()
+  check_gin_files(flags_.gin_file)
   _parse_gin(flags_)
   locate = config_checks.Locator(flags_.gin_file or [], flags_.gin_param or [])
   note = None if locate("utils.run.mesh_shape") else ginutil.resolve_default_mesh(
@@ -145,6 +209,14 @@ def prepare(flags_, for_training=True):
       print(f"brainformer: note: {e} (train will stop there unless it runs where the data is)",
             flush=True)
   if for_training:
+    check_writable_dir(flags_.model_dir)
+    if ginutil.query("utils.run.mode", "train") == "train":
+      check_train_steps(flags_.model_dir)
+      split = _validates_after_training()
+      if name and split:   # found before training, not after it
+        check_mixture_or_task(name, split, gin.query_parameter("utils.run.sequence_length"))
+    if not flags_.tpu:
+      check_local_devices()
     gin.bind_parameter("run.vocabulary", mesh_transformer.get_vocabulary())
     nan_guard.install()
     gin.finalize()

@@ -44,6 +44,23 @@ def _candidates(model_dir):
   return sorted(prefixes, key=step_of, reverse=True)
 
 
+def newest_listable(model_dir):
+  """The newest checkpoint prefix whose index reads (its variables can be listed), or None.
+
+  Read-only and cheap (no tensor is read): what the pre-flight checks compare the model with.
+  A torn or zero-byte newest index is passed over, as `recover` will pass over it.
+  """
+  if not model_dir or not os.path.isdir(model_dir):
+    return None
+  for prefix in _candidates(model_dir):
+    try:
+      tf.train.list_variables(prefix)
+    except Exception:  # pylint: disable=broad-except  (DataLoss, NotFound, ...: skip it)
+      continue
+    return prefix
+  return None
+
+
 def check(prefix):
   """None if every tensor of checkpoint `prefix` reads back intact, else why not."""
   try:

@@ -63,8 +63,18 @@ class MoE(transformer.TransformerLayer):
     _check_choice("gating", gating, tuple(router.GATINGS))
     _check_choice("dispatch", dispatch, dispatch_lib.DISPATCH_MODES)
     _check_choice("second_policy", second_policy, ("all", "random"))
-    for name, value in [("num_experts", num_experts), ("hidden_size", hidden_size),
-                        ("group_size", group_size), ("dykstra_iterations", dykstra_iterations)]:
+    numbers = [("num_experts", num_experts), ("hidden_size", hidden_size),
+               ("group_size", group_size), ("dykstra_iterations", dykstra_iterations),
+               ("capacity_factor", capacity_factor), ("dykstra_lambda", dykstra_lambda),
+               ("max_experts_per_token", max_experts_per_token),
+               ("causal_capacity_multiplier", causal_capacity_multiplier),
+               ("router_z_loss", router_z_loss), ("aux_loss_coef", aux_loss_coef),
+               ("threshold_decay", threshold_decay)]
+    for name, value in numbers:
+      if value is not gin.REQUIRED and (isinstance(value, bool) or
+                                        not isinstance(value, (int, float))):
+        raise ValueError(f"MoE.{name}={value!r}: must be a number")
+    for name, value in numbers[:4]:
       if value is gin.REQUIRED or int(value) != value or value < 1:
         raise ValueError(f"MoE.{name}={value!r}: must be a positive integer")
     for name, value in [("capacity_factor", capacity_factor), ("dykstra_lambda", dykstra_lambda),

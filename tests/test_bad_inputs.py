@@ -1,0 +1,101 @@
+"""Bad input through the real commands (issue #17): exit code 2, the message naming the flag or
+Gin parameter, no traceback, and the files already there untouched. In-process tests of the
+same checks: test_preflight.py, test_validate.py."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import sentencepiece
+
+GLAM = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin"]
+
+
+def _tree(path):
+  """{relative path: (size, mtime)} of everything under `path`."""
+  out = {}
+  for root, _, files in os.walk(path):
+    for name in files:
+      full = os.path.join(root, name)
+      out[os.path.relpath(full, path)] = (os.path.getsize(full), os.path.getmtime(full))
+  return out
+
+
+def _cases(tmp):
+  text = tmp / "train.txt"
+  text.write_text("A short paragraph of training text, repeated.\n\n" * 30)
+  return {
+      "model dir under a file": (
+          ["train", f"--model_dir={tmp}/a_file/run"] + GLAM, "a_file is a file, not a directory"),
+      "no model dir": (["train"] + GLAM, "--model_dir is required"),
+      "gin file is a directory": (
+          ["train", f"--model_dir={tmp}/m", "--gin_file=layouts"] + GLAM,
+          "--gin_file=layouts is a directory"),
+      "layout for devices this machine lacks": (
+          ["train", f"--model_dir={tmp}/m", "--gin_file=layouts/gpu_8.gin"] + GLAM,
+          "mesh_devices lists 'gpu:0', which this machine does not have"),
+      "missing module": (
+          ["train", f"--model_dir={tmp}/m", "--module_import=no_such_module"] + GLAM,
+          "--module_import=no_such_module: no module named 'no_such_module'"),
+      "missing validation file": (
+          ["train", f"--model_dir={tmp}/m"] + GLAM + [
+              "--gin_param=MIXTURE_NAME = 'local_text_lm'",
+              f"--gin_param=local_text_files.train = ['{text}']",
+              f"--gin_param=vocabulary_settings.train_files = ['{text}']",
+              f"--gin_param=local_text_files.validation = ['{tmp}/missing.txt']"],
+          "local_text_files.validation: no file matches"),
+      "eval output dir under a file": (
+          ["eval", f"--checkpoint={tmp}/none", "--task=default_corpus_lm",
+           f"--output_dir={tmp}/a_file/eval"], "--output_dir="),
+      "search dir under a file": (
+          ["search", f"--dir={tmp}/a_file/search", "--trials=1"], "--dir="),
+      "unknown layout": (
+          ["params", "--gin_file=models/glam_tiny.gin", "--mesh=no_such_layout"],
+          "the layouts are cpu_1, cpu_2x2"),
+      "zero heads": (
+          ["params", "--gin_file=models/glam_tiny.gin", "--gin_param=num_heads = 0"],
+          "num_heads = 0 (Gin num_heads or SelfAttention.num_heads): must be a positive integer"),
+      "Gin syntax error": (
+          ["params", "--gin_file=models/glam_tiny.gin", "--gin_param=d_model = "], "gin: "),
+      "capacity factor not a number": (
+          ["validate"] + GLAM + ["--gin_param=MoE.capacity_factor = 'abc'"],
+          "MoE.capacity_factor='abc': must be a number"),
+  }
+
+
+NAMES = ["model dir under a file", "no model dir", "gin file is a directory",
+         "layout for devices this machine lacks", "missing module", "missing validation file",
+         "eval output dir under a file", "search dir under a file", "unknown layout",
+         "zero heads", "Gin syntax error", "capacity factor not a number"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input_is_named_with_exit_2_and_nothing_written(name, tmp_path):
+  (tmp_path / "a_file").write_text("keep me")
+  argv, expected = _cases(tmp_path)[name]
+  before = _tree(tmp_path)
+  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main"] + argv,
+                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  errors = [l for l in proc.stderr.splitlines() if ": error: " in l]
+  assert len(errors) == 1, proc.stderr[-2000:]
+  assert expected in proc.stderr
+  assert _tree(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_vocab_reports_the_pieces_it_wrote(tmp_path):
+  """hard_vocab_limit=False: a small text gives fewer pieces than asked; the count printed is
+  the file's (SentencePiece's own processor, read back)."""
+  text = tmp_path / "t.txt"
+  text.write_text("the cat sat on the mat and the dog sat on the log.\n\n" * 20)
+  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "vocab", str(text),
+                         f"--output={tmp_path}/v.model", "--vocab_size=100000"],
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  pieces = sentencepiece.SentencePieceProcessor(model_file=f"{tmp_path}/v.model").get_piece_size()
+  assert pieces < 100000
+  assert f"({pieces} pieces: the text supports no more than that (asked for 100000" in proc.stdout
