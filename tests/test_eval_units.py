@@ -117,13 +117,14 @@ def test_tables_paper_layout():
 
 def test_run_dir_files_hold_plain_json_of_numpy_values(tmp_path):
   out = str(tmp_path / "eval")
-  records = [{"prediction": np.int64(2), "score": np.float32(0.5)}, {"prediction": "entailment"}]
+  records = [{"prediction": np.int64(2), "score": np.float32(0.5)}, {"prediction": "entailment"},
+             {"ids": np.array([3, 1, 4], np.int32)}]   # decode records hold token id arrays
   run_dir.write_predictions(out, "cb", "rank", records)
   run_dir.write_config(out, "cb", "a = 1\n")
   run_dir.write_scores(out, {"step": np.int64(5),
                             "scores": {"cb": {"rank": {"accuracy": np.float64(75.0)}}}})
   lines = (tmp_path / "eval" / "cb.rank.predictions.jsonl").read_text().splitlines()
   assert [json.loads(l) for l in lines] == [
-      {"prediction": 2, "score": 0.5}, {"prediction": "entailment"}]
+      {"prediction": 2, "score": 0.5}, {"prediction": "entailment"}, {"ids": [3, 1, 4]}]
   assert (tmp_path / "eval" / "operative_config.cb.gin").read_text() == "a = 1\n"
   assert run_dir.read_scores(out) == {"step": 5, "scores": {"cb": {"rank": {"accuracy": 75.0}}}}

@@ -152,6 +152,7 @@ def test_device_names_normalise():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1300)   # two subprocesses of up to 600 s each
 def test_train_refuses_a_checkpoint_of_another_model_before_building(tmp_path):
   """A real 1-step glam_tiny run, then `brainformer train` of Brainformer-1 into its dir: exit
   2 naming the mismatch, and the dir keeps exactly its files."""

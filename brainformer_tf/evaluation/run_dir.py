@@ -14,9 +14,7 @@ SCORES = "scores.json"
 
 
 def _json_default(value):
-  if hasattr(value, "item"):  # numpy scalars
-    return value.item()
-  if hasattr(value, "tolist"):
+  if hasattr(value, "tolist"):  # numpy arrays and scalars (a 0-d array's tolist is a scalar)
     return value.tolist()
   return str(value)
 
