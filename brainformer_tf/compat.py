@@ -1,7 +1,7 @@
 """Compatibility shims for running mesh-tensorflow 0.1.21 and t5 0.9.4 on TensorFlow 2.15.
 
 Installed once, when `brainformer_tf` is imported: `install_import_hook()` puts a finder first on
-sys.meta_path that applies 1-2 just before mesh_tensorflow / t5.models first load and 3-4 right
+sys.meta_path that applies 1-2 just before mesh_tensorflow / t5.models first load and 3-5 right
 after mesh_tensorflow.transformer.utils loads, so every module imports mesh-tf at the top like
 any package. scripts/setup_env.sh also installs it in the venv (`zz_brainformer_tf_compat.pth`)
 so that the stock `t5_mesh_transformer` works; BRAINFORMER_COMPAT_HOOK=0 leaves that one out.
@@ -29,9 +29,18 @@ Patches (PATCHES; `brainformer --version` and run_info.json list which are on):
    Which way it goes varies, so two runs with the same seed can drift apart (seen once in CI:
    1e-4 in loss at step 18). In that module's view of `tf`, `group` makes the increment wait
    for the other grouped ops, as TF's own `Optimizer.apply_gradients` does.
-Switch 3 or 4 off (to compare with stock mesh-tf) with
-BRAINFORMER_COMPAT_OFF=einsum_gradient_operand_order,global_step_after_updates in the
-environment of the process, before mesh-tf is imported.
+5. `updates_after_all_gradients` (numerics: determinism and correctness): a mesh-tf variable's
+   value is the TF variable itself (`Variable.lower` casts it to its own dtype, which is a
+   no-op), so every op reads the variable when it runs, and nothing orders those reads before
+   the optimizer's assigns. The backward pass of layer 1 reads W2 after W2's update may have
+   run, so a gradient can mix old and new weights, at random (two identical runs differed at
+   step 2: 7.18521 vs 7.18560; docs/reliability.md). `Optimizer.apply_grads` now passes the
+   gradients through one barrier op (identities under control dependencies on every
+   gradient), so every update waits until every gradient, and thus every read of the step's
+   weights, is done. No copies; the NaN guard's `tf.cond` already imposed the same order.
+Switch 3, 4 or 5 off (to compare with stock mesh-tf) with
+BRAINFORMER_COMPAT_OFF=<comma-separated names> in the environment of the process, before
+mesh-tf is imported.
 """
 
 import importlib.abc
@@ -48,8 +57,10 @@ PATCHES = {
     "hf_model_stub": "import fix (t5.models without torch)",
     "einsum_gradient_operand_order": "speed: no output transpose in einsum gradients",
     "global_step_after_updates": "numerics: updates read step t, then the step increments",
+    "updates_after_all_gradients": "numerics: no update runs before every gradient is done",
 }
-SWITCHABLE = ("einsum_gradient_operand_order", "global_step_after_updates")
+SWITCHABLE = ("einsum_gradient_operand_order", "global_step_after_updates",
+              "updates_after_all_gradients")
 
 
 def enabled(name: str) -> bool:
@@ -174,6 +185,54 @@ def _order_einsum_gradient_operands():
   mtf.EinsumOperation.gradient = gradient
 
 
+def gradient_barrier(grads):
+  """`grads` (mtf Tensors or None), each available only once all of them are computed."""
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top  (patched in place)
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+
+  class GradientBarrier(mtf.Operation):
+    """Identity on every input, run after all inputs exist (lowered with control deps)."""
+
+    def __init__(self, xs):
+      super().__init__(xs, xs[0].mesh, name="gradient_barrier")
+      self._outputs = [mtf.Tensor(self, x.shape, x.dtype) for x in xs]
+      self._splittable_dims, self._unsplittable_dims = (
+          self._initialize_all_dimensions_as_splittable())
+
+    def lower(self, lowering):
+      mesh_impl = lowering.mesh_impl(self)
+      laid_out = [lowering.tensors[x].to_laid_out_tensor() for x in self.inputs]
+      with tf.control_dependencies([t for lt in laid_out for t in lt.tensor_list]):
+        for out, lt in zip(self.outputs, laid_out):
+          lowering.set_tensor_lowering(
+              out, mesh_impl.LaidOutTensor([tf.identity(t) for t in lt.tensor_list]))
+
+    @property
+    def has_gradient(self):
+      return False
+
+  present = [g for g in grads if g is not None]
+  if not present or any(g.mesh is not present[0].mesh for g in present):
+    return list(grads)
+  barrier = iter(GradientBarrier(present).outputs)
+  return [None if g is None else next(barrier) for g in grads]
+
+
+def _order_updates_after_gradients():
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top  (patched in place)
+  apply_grads = mtf.optimize.Optimizer.apply_grads
+  if (not enabled("updates_after_all_gradients") or
+      getattr(apply_grads, "_brainformer_ordered", False)):
+    return
+
+  def ordered_apply_grads(self, grads, variables):
+    return apply_grads(self, gradient_barrier(grads), variables)
+
+  ordered_apply_grads._brainformer_ordered = True  # pylint: disable=protected-access
+  ordered_apply_grads.__doc__ = apply_grads.__doc__
+  mtf.optimize.Optimizer.apply_grads = ordered_apply_grads
+
+
 class _ImportHook(importlib.abc.MetaPathFinder):
   """Applies the shims around the first imports of mesh-tf and t5.models (see the docstring)."""
 
@@ -211,3 +270,4 @@ def apply():
   _stub_hf_model_without_torch()
   _order_einsum_gradient_operands()
   _order_global_step_increment()
+  _order_updates_after_gradients()

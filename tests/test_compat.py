@@ -87,7 +87,8 @@ def test_numerics_patches_switch_off_and_are_listed():
                                    "BRAINFORMER_COMPAT_OFF": "einsum_gradient_operand_order"})
   lines = {l.split()[0]: l.split()[1] for l in version.stdout.splitlines()[2:]}
   assert lines == {"tensor_conversion_registry": "on", "hf_model_stub": "on",
-                   "einsum_gradient_operand_order": "OFF", "global_step_after_updates": "on"}
+                   "einsum_gradient_operand_order": "OFF", "global_step_after_updates": "on",
+                   "updates_after_all_gradients": "on"}
   bad = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "--version"],
                        capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/bin:/bin", "BRAINFORMER_COMPAT_OFF": "bogus"})
@@ -162,12 +163,12 @@ def _ancestors(ops):
   return seen
 
 
-def test_global_step_increment_waits_for_every_update_that_reads_the_step():
-  """mesh-tf's training op (real model_fn, Adafactor, noam schedule): every read of the global
-  step that feeds a parameter update happens before the step's increment (compat item 4)."""
+def _training_graph():
+  """mesh-tf's real training graph (model_fn, Adafactor, noam schedule) of a 2-layer model:
+  (graph, global step variable, train op)."""
   model = transformer.Unitransformer(
       layer_stack=transformer.LayerStack(
-          [transformer_layers.DenseReluDense(hidden_size=8)], sublayers_initial=[],
+          [transformer_layers.DenseReluDense(hidden_size=8)] * 2, sublayers_initial=[],
           sublayers_per_layer=[transformer.sublayer_call_layer, transformer.sublayer_residual],
           sublayers_final=[]),
       d_model=8, input_vocab_size=16, output_vocab_size=16, autoregressive=True, max_length=4)
@@ -181,13 +182,57 @@ def test_global_step_increment_waits_for_every_update_that_reads_the_step():
   with tf.Graph().as_default() as graph:
     step = tf.train.get_or_create_global_step()
     spec = model_fn({"targets": tf.ones([2, 4], tf.int32)}, None, tf.estimator.ModeKeys.TRAIN)
-    grouped = _ancestors([spec.train_op])
-    increments = [op for op in grouped if op.type in ("AssignAdd", "AssignAddVariableOp")
-                  and op.inputs[0].op is step.op]
-    updates = [op for op in grouped if op.type in ("Assign", "AssignVariableOp")]
-    step_reads = {op for op in graph.get_operations()
-                  if any(t.op is step.op for t in op.inputs) and op not in increments}
+  return graph, step, spec.train_op
+
+
+def test_global_step_increment_waits_for_every_update_that_reads_the_step():
+  """Every read of the global step that feeds a parameter update happens before the step's
+  increment (compat item 4)."""
+  graph, step, train_op = _training_graph()
+  grouped = _ancestors([train_op])
+  increments = [op for op in grouped if op.type in ("AssignAdd", "AssignAddVariableOp")
+                and op.inputs[0].op is step.op]
+  updates = [op for op in grouped if op.type in ("Assign", "AssignVariableOp")]
+  step_reads = {op for op in graph.get_operations()
+                if any(t.op is step.op for t in op.inputs) and op not in increments}
   assert len(increments) == 1 and updates
   feeding_updates = step_reads & _ancestors(updates)
   assert feeding_updates  # the schedule and Adafactor's decay rate read the step
   assert feeding_updates <= _ancestors(increments)
+
+
+def _readers(variable, ops):
+  """The ops in `ops` that read `variable`'s buffer: its consumers, and the consumers of its
+  Identity ops (which alias the buffer, so an in-place assign changes what they pass on)."""
+  aliases, readers, frontier = {variable}, set(), [variable]
+  while frontier:
+    source = frontier.pop()
+    for op in ops:
+      if any(t.op is source for t in op.inputs):
+        if op.type == "Identity" and op not in aliases:
+          aliases.add(op)
+          frontier.append(op)
+        elif op.type != "Identity":
+          readers.add(op)
+  return readers
+
+
+def test_every_read_of_a_weight_in_the_step_precedes_its_update():
+  """In the same graph, every op of the training step that reads a trainable variable (forward,
+  backward, optimizer) is an ancestor of that variable's assign, so no gradient sees a weight
+  already updated in the same step (compat item 5). Stock mesh-tf fails this: the backward
+  pass's read of layer 2's weights (dx = dy w2^T) does not feed w2's own update."""
+  graph, _, train_op = _training_graph()
+  step_ops = _ancestors([train_op])
+  assigns = [op for op in step_ops if op.type == "Assign"]
+  weights = {op.inputs[0].op for op in assigns} & {
+      v.op for v in graph.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES)}
+  assert len(weights) >= 4   # wi and wo (autostack stacks them over layers), embeddings
+  late = []
+  for weight in weights:
+    updates = [op for op in assigns if op.inputs[0].op is weight]
+    before = _ancestors(updates)
+    readers = _readers(weight, step_ops) - set(updates)
+    assert readers
+    late += [f"{op.name} reads {weight.name}" for op in readers - before]
+  assert not late, late[:5]
