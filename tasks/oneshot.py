@@ -23,8 +23,10 @@ Decodes are cut at the first newline (LAMBADA: first word) before scoring.
 import dataclasses
 import functools
 import json
+import os
 from typing import Any, Callable, Dict, List, Optional
 
+from absl import logging
 import gin
 import numpy as np
 import seqio
@@ -44,28 +46,30 @@ def oneshot_settings(seed: int = 1234, separator: str = "\n\n",
   return seed, separator, no_answer_text
 
 
+OVERRIDE_KEYS = ("validation", "train")
+
+
 @gin.configurable
 def oneshot_local_files(overrides: Optional[Dict[str, Dict[str, str]]] = None):
-  """Per-task replacement paths, e.g. {"web_questions": {"validation": "/x/test.tsv"}}."""
-  return overrides or {}
+  """Per-task replacement paths for the local files: {task family: {key: path}}, where key
+  "validation" is the evaluated set and "train" the demonstration pool, e.g.
+  {"web_questions": {"validation": "/x/topics.dpr.wq.test.txt", "train": "/x/wq.dev.tsv"}}.
+  An unknown family or key is an error naming it."""
+  overrides = overrides or {}
+  families = {spec.name for spec in SPECS}
+  for family, files in overrides.items():
+    if family not in families:
+      raise text.CorpusError(f"oneshot_local_files.overrides: unknown task family {family!r}; "
+                             f"known: {', '.join(sorted(families))}")
+    unknown = set(files) - set(OVERRIDE_KEYS)
+    if unknown:
+      raise text.CorpusError(
+          f"oneshot_local_files.overrides[{family!r}]: unknown key(s) {sorted(unknown)}; "
+          "expected 'validation' (the evaluated set) and/or 'train' (the demonstration pool)")
+  return overrides
 
 
 # ------------------------------------------------------------------------------- local readers
-
-def _question_answer_row(row):
-  answers = records.require(row, "answer")
-  if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-    raise records.RecordError(f"'answer' must be a non-empty list of strings, got {answers!r}")
-  question = records.require(row, "question")
-  if not isinstance(question, str):
-    raise records.RecordError(f"'question' must be a string, got {question!r}")
-  return [{"question": question, "answers": answers}]
-
-
-def read_question_answer_jsonl(path):
-  """{"question": str, "answer": [str, ...]} lines (NQ-open, DPR SQuAD-open)."""
-  return records.read_jsonl(path, _question_answer_row)
-
 
 def _lambada_row(row):
   context, word = records.require(row, "context"), records.require(row, "continuation")
@@ -173,7 +177,6 @@ class Spec:
   local_read: Callable[[str], List[Dict[str, Any]]]
   local_eval: str                      # file of the evaluated set, under the data dir
   local_pool: Optional[str] = None     # demonstration pool file (None: the evaluated set)
-  local_pool_read: Optional[Callable] = None
   tfds_name: Optional[str] = None
   tfds_eval: str = "validation"
   tfds_pool: Optional[str] = None
@@ -186,17 +189,16 @@ def _squad_postprocess(output, example=None, is_target=False):
 
 _QA = dict(prompt=_qa_prompt, metric=qa.exact_match, postprocess=qa.qa_postprocess)
 SPECS = (
-    Spec("nq_open", local_read=read_question_answer_jsonl,
+    Spec("nq_open", local_read=records.read_question_answers,
          local_eval="nq_open/NQ-open.dev.jsonl", local_pool="nq_open/topics.dpr.nq.dev.txt",
-         local_pool_read=records.read_question_answers_tsv,
          tfds_name="natural_questions_open:1.0.0", tfds_pool="train", tfds_convert=_tfds_nq,
          **_QA),
-    Spec("trivia_qa", local_read=records.read_question_answers_tsv,
+    Spec("trivia_qa", local_read=records.read_question_answers,
          local_eval="triviaqa/topics.dpr.trivia.test.txt",
          local_pool="triviaqa/topics.dpr.trivia.dev.txt",
          tfds_name="trivia_qa/unfiltered.nocontext:1.1.0", tfds_pool="train",
          tfds_convert=_tfds_trivia, **_QA),
-    Spec("web_questions", local_read=records.read_question_answers_tsv,
+    Spec("web_questions", local_read=records.read_question_answers,
          local_eval="webquestions/topics.dpr.wq.test.txt",
          local_pool="webquestions/topics.dpr.wq.dev.txt",
          tfds_name="web_questions:1.0.0", tfds_eval="test", tfds_pool="train",
@@ -205,7 +207,7 @@ SPECS = (
          local_read=read_squad_json, local_eval="squad_v2/dev-v2.0.json",
          local_pool="squad_v2/train-v2.0.json", tfds_name="squad/v2.0:3.0.0",
          tfds_pool="train", tfds_convert=_tfds_squad),
-    Spec("squad_open", local_read=read_question_answer_jsonl,
+    Spec("squad_open", local_read=records.read_question_answers,
          local_eval="squad_open/topics.dpr.squad.test.txt", **_QA),
     Spec("lambada", prompt=_lambada_prompt, metric=qa.lambada_accuracy,
          postprocess=qa.lambada_postprocess, local_read=read_lambada_jsonl,
@@ -250,20 +252,36 @@ def oneshot_examples(spec: Spec, evaluated, pool, same_pool):
 
 
 def _local_files(spec):
-  """(evaluated-set file, pool file or None), Gin overrides first; missing files are named."""
+  """(evaluated-set file, pool file or None), Gin overrides first; a missing evaluated set is
+  named. A pool file that is absent (and not named by an override) is None: the evaluated set
+  is then its own pool, each record's demonstration drawn from the others (logged once)."""
   overrides = oneshot_local_files().get(spec.name, {})
   eval_file = overrides.get("validation") or records.local_path(spec.local_eval)
-  pool_file = None
-  if spec.local_pool:
-    pool_file = overrides.get("train") or records.local_path(spec.local_pool)
+  pool_file = overrides.get("train")
+  if pool_file is None and spec.local_pool:
+    pool_file = os.path.join(records.data_dir(), spec.local_pool)
+    if not tf.io.gfile.exists(pool_file):
+      _warn_no_pool(spec.name, pool_file, eval_file)
+      pool_file = None
   return eval_file, pool_file
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_pool(name, pool_file, eval_file):
+  logging.warning("%s: no demonstration pool file %s; demonstrations are drawn from the "
+                  "evaluated set %s (never the record itself)", name, pool_file, eval_file)
 
 
 def _local_records(spec, split, eval_file, pool_file):
   """(evaluated records, pool or None when the evaluated set is its own pool)."""
   if pool_file is None:
+    if split == "train":
+      raise text.CorpusError(
+          f"{spec.name}_oneshot_local split 'train' is the demonstration pool, and its file "
+          f"is missing: {os.path.join(records.data_dir(), spec.local_pool)} (or set "
+          f"oneshot_local_files.overrides = {{{spec.name!r}: {{'train': <path>}}}})")
     return spec.local_read(eval_file), None
-  pool = (spec.local_pool_read or spec.local_read)(pool_file)
+  pool = spec.local_read(pool_file)
   if split == "train":
     return pool, None
   return spec.local_read(eval_file), pool

@@ -11,6 +11,7 @@ import seqio
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
 from brainformer_tf.data import records
+from brainformer_tf.data import text
 from harness import task_examples
 
 N = 6
@@ -163,3 +164,75 @@ def test_every_oneshot_task_is_registered():
   for family in ("nq_open", "trivia_qa", "web_questions", "squad_v2", "lambada"):
     assert {f"{family}_oneshot_local", f"{family}_oneshot_tfds"} <= names
   assert "squad_open_oneshot_local" in names
+
+
+WQ = [("what is the capital of peru?", ["Lima"]),
+      ("who wrote \"hamlet\"?", ["William Shakespeare", "Shakespeare"]),
+      ("where is the eiffel tower?", ["Paris"]),
+      ("what language do they speak in brazil?", ["Portuguese"])]
+
+
+def _write_jsonl(path, pairs, key="answer"):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(json.dumps({"question": q, key: a}) + "\n" for q, a in pairs))
+
+
+def _write_tsv(path, pairs):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  rows = []
+  for q, a in pairs:   # DPR quoting: a field with a quote is CSV-quoted
+    rows.append(('"' + q.replace('"', '""') + '"' if '"' in q else q) + "\t" + repr(a))
+  path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("evaluated_layout,pool_layout", [("jsonl", "tsv"), ("tsv", "jsonl")])
+def test_qa_files_are_read_in_either_public_layout(tmp_path, monkeypatch, evaluated_layout,
+                                                   pool_layout):
+  """WebQuestions topics as pyserini ships them (JSON lines) or question-TAB-list, either file."""
+  writers = {"jsonl": _write_jsonl, "tsv": _write_tsv}
+  pool = [("who painted the mona lisa?", ["Leonardo da Vinci"]),
+          ("how many legs does a spider have?", ["8", "eight"])]
+  writers[evaluated_layout](tmp_path / "webquestions/topics.dpr.wq.test.txt", WQ)
+  writers[pool_layout](tmp_path / "webquestions/topics.dpr.wq.dev.txt", pool)
+  monkeypatch.setenv(records.DATA_DIR_ENV, str(tmp_path))
+  examples = task_examples("web_questions_oneshot_local", "validation", 10, LENGTHS)
+  assert len(examples) == len(WQ)
+  _check_qa(examples, WQ, pool)
+
+
+def test_missing_pool_draws_demonstrations_from_the_evaluated_set(tmp_path, monkeypatch):
+  """No dev file next to the test topics: each prompt's demonstration is another evaluated
+  record (never itself); split train, which is the pool, names the missing file."""
+  _write_jsonl(tmp_path / "webquestions/topics.dpr.wq.test.txt", WQ, key="answers")
+  monkeypatch.setenv(records.DATA_DIR_ENV, str(tmp_path))
+  examples = task_examples("web_questions_oneshot_local", "validation", 10, LENGTHS)
+  assert len(examples) == len(WQ)
+  _check_qa(examples, WQ, WQ)   # _check_qa also asserts the demonstration is not the record
+  with pytest.raises(text.CorpusError, match=re.escape(
+      str(tmp_path / "webquestions/topics.dpr.wq.dev.txt"))):
+    task_examples("web_questions_oneshot_local", "train", 1, LENGTHS)
+
+
+def test_override_keys_name_the_evaluated_set_and_the_pool(tmp_path, monkeypatch):
+  """The documented override (docs/tasks.md): 'validation' = evaluated set, 'train' = pool;
+  an unknown key or family is an error naming it."""
+  monkeypatch.setenv(records.DATA_DIR_ENV, str(tmp_path / "empty"))
+  pool = [("who painted the mona lisa?", ["Leonardo da Vinci"]),
+          ("how many legs does a spider have?", ["8", "eight"])]
+  _write_jsonl(tmp_path / "d/wq.test.jsonl", WQ)
+  _write_tsv(tmp_path / "d/wq.dev.tsv", pool)
+  gin.parse_config(
+      f"oneshot_local_files.overrides = {{'web_questions': {{'validation': "
+      f"'{tmp_path}/d/wq.test.jsonl', 'train': '{tmp_path}/d/wq.dev.tsv'}}}}")
+  _check_qa(task_examples("web_questions_oneshot_local", "validation", 10, LENGTHS), WQ, pool)
+  train = task_examples("web_questions_oneshot_local", "train", 10, LENGTHS)
+  assert len(train) == len(pool)
+  _check_qa(train, pool, pool)
+  gin.clear_config()
+  gin.parse_config("oneshot_local_files.overrides = {'web_questions': {'test': '/x'}}")
+  with pytest.raises(text.CorpusError, match=r"overrides\['web_questions'\]: unknown key\(s\) \['test'\]"):
+    task_examples("web_questions_oneshot_local", "validation", 1, LENGTHS)
+  gin.clear_config()
+  gin.parse_config("oneshot_local_files.overrides = {'webquestions': {'train': '/x'}}")
+  with pytest.raises(text.CorpusError, match="unknown task family 'webquestions'"):
+    task_examples("web_questions_oneshot_local", "validation", 1, LENGTHS)

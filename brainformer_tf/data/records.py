@@ -1,4 +1,4 @@
-"""Readers for local dataset files: JSON lines, tsv and "question<TAB>answer-list" files.
+"""Readers for local dataset files: JSON lines, tsv and question-answer files (either layout).
 
 Every record is parsed by a caller-supplied function; any problem (malformed JSON, a missing
 field, a label outside the label set, ...) becomes a `RecordError` naming `file:line`. By default
@@ -186,21 +186,45 @@ def csv_unquote(field: str) -> str:
   return field
 
 
-def read_question_answers_tsv(path: str) -> List[Dict[str, Any]]:
-  """"question<TAB>['answer', ...]" lines -> [{"question", "answers"}].
+def _question_answers_json_row(row):
+  """{"question": str, "answer" (or "answers"): [str, ...]} -> [{"question", "answers"}]."""
+  key = "answers" if isinstance(row, dict) and "answer" not in row and "answers" in row else "answer"
+  answers = require(row, key)
+  if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+    raise RecordError(f"{key!r} must be a non-empty list of strings, got {answers!r}")
+  question = require(row, "question")
+  if not isinstance(question, str):
+    raise RecordError(f"'question' must be a string, got {question!r}")
+  return [{"question": question, "answers": answers}]
 
-  The DPR topic files found in ../shared/data: lines split on "\\n" only (questions may hold
-  U+0085), fields CSV-quoted where they contain quotes (see `csv_unquote`).
+
+def _question_answers_tsv_row(row):
+  question, answers = (csv_unquote(f) for f in row)
+  return [{"question": question, "answers": parse_answer_list(answers)}]
+
+
+def _tsv_pairs(lines: Sequence[str]) -> Iterator[Tuple[int, Any]]:
+  for n, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    parts = line.split("\t")
+    yield n, (tuple(parts) if len(parts) == 2 else RecordError(
+        f"expected 'question<TAB>answer list' or a JSON object, found {len(parts)} "
+        "tab-separated fields"))
+
+
+def read_question_answers(path: str) -> List[Dict[str, Any]]:
+  """A question-answering file in either layout public copies use -> [{"question", "answers"}].
+
+  The first non-blank line decides:
+    JSON lines  {"question": str, "answer": [str, ...]}: NQ-open, and the DPR topic files as
+                pyserini distributes some of them (squad, WebQuestions `topics.dpr.wq.*.txt`);
+    TSV lines   question<TAB>['answer', ...]: the DPR topic files for NQ and TriviaQA. Lines
+                split on "\\n" only (questions may hold U+0085); fields CSV-quoted where they
+                contain quotes (see `csv_unquote`).
   """
-  def parse(row):
-    question, answers = (csv_unquote(f) for f in row)
-    return [{"question": question, "answers": parse_answer_list(answers)}]
-
-  def numbered():
-    for n, line in enumerate(_read_lines(path), start=1):
-      if not line.strip():
-        continue
-      parts = line.split("\t")
-      yield n, (tuple(parts) if len(parts) == 2 else RecordError(
-          f"expected 'question<TAB>answer list', found {len(parts)} tab-separated fields"))
-  return parse_records(path, numbered(), parse)
+  lines = _read_lines(path)
+  first = next((line for line in lines if line.strip()), "")
+  if first.lstrip().startswith("{"):
+    return parse_records(path, _json_rows(lines), _question_answers_json_row)
+  return parse_records(path, _tsv_pairs(lines), _question_answers_tsv_row)
