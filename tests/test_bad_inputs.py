@@ -99,3 +99,22 @@ def test_vocab_reports_the_pieces_it_wrote(tmp_path):
   pieces = sentencepiece.SentencePieceProcessor(model_file=f"{tmp_path}/v.model").get_piece_size()
   assert pieces < 100000
   assert f"({pieces} pieces: the text supports no more than that (asked for 100000" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_successful_command_prints_no_tf_noise():
+  """Issue #17 item 7: with nothing set in the environment, `brainformer params` (which imports
+  TF and builds a graph) prints no CUDA-plugin registration errors, no TF deprecation notices
+  and no log line twice (TF's handler and absl's used to both print each warning)."""
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "params",
+                         "--gin_file=models/glam_tiny.gin"],
+                        capture_output=True, text=True, timeout=600, env=env)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "activated" in proc.stdout
+  for noise in ("Unable to register", "Instructions for updating", "is deprecated",
+                "TF-TRT Warning"):
+    assert noise not in proc.stderr, proc.stderr[-2000:]
+  messages = [line.split("] ", 1)[-1].split(":", 2)[-1] for line in proc.stderr.splitlines()]
+  variables = [m for m in messages if "glorot_uniform_initializer for variable" in m]
+  assert len(variables) == len(set(variables)) > 0

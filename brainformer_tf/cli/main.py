@@ -2,8 +2,13 @@
 
 Each subcommand lives in brainformer_tf/cli/<name>.py and exposes `run(argv)`; modules are
 imported only when their command runs, so `brainformer --help` is instant. TensorFlow's C++
-INFO lines are hidden (TF_CPP_MIN_LOG_LEVEL=1, set before a command imports TF) unless the
-environment sets the variable.
+log lines are hidden (TF_CPP_MIN_LOG_LEVEL=3, set before a command imports TF, unless the
+environment sets it; 0 shows them all): TF 2.15 prints three "Unable to register cuDNN/cuFFT/
+cuBLAS factory" ERROR lines at every import, GPU or not (tensorflow/tensorflow#62075, fixed in
+2.16), and C++ failures reach the user as Python errors anyway. TF's Python deprecation
+notices (~30 per training run, about TF 1 APIs that mesh-tf and the Estimator use) are not
+printed, and each remaining TF warning is printed once (TF's own handler is removed; the
+root logger's, absl's once a command parses its flags, prints it).
 """
 
 import importlib
@@ -49,6 +54,15 @@ def version() -> str:
   return "\n".join(lines)
 
 
+def _quiet_tf_python_logs():
+  """No deprecation notices; one copy of each TF warning (see the module docstring)."""
+  from tensorflow.python.util import \
+      deprecation  # pylint: disable=g-import-not-at-top  (loads TF: only once a command runs)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  deprecation._PRINT_DEPRECATION_WARNINGS = False  # pylint: disable=protected-access
+  tf.get_logger().handlers.clear()
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
@@ -66,7 +80,8 @@ def main(argv=None) -> int:
   if command not in COMMANDS:
     print(f"brainformer: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
     return 2
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  _quiet_tf_python_logs()
   module = importlib.import_module(COMMANDS[command][0])
   return module.run([f"brainformer {command}"] + argv[2:]) or 0
 

@@ -29,7 +29,8 @@ import tensorflow.compat.v1 as tf
 
 from brainformer_tf.training import progress
 
-PROBES = "brainformer_nonfinite_probes"
+PROBES = "brainformer_nonfinite_probes"               # the probes' scalar tensors
+PROBE_LABELS = "brainformer_nonfinite_probe_labels"   # "<kind>\t<label>", same order
 FAULT_FEED = "brainformer_nonfinite_fault_feed"
 POLICIES = ("stop", "skip", "off")
 
@@ -59,7 +60,9 @@ class _Probe(mtf.Operation):
 
   def lower(self, lowering):
     lowered = lowering.tensors[self.inputs[0]].to_laid_out_tensor()
-    tf.add_to_collection(PROBES, (self._kind, self._label, lowered.tensor_list[0]))
+    # two collections of serialisable items (tensors, strings): the meta graph keeps both
+    tf.add_to_collection(PROBES, lowered.tensor_list[0])
+    tf.add_to_collection(PROBE_LABELS, f"{self._kind}\t{self._label}")
     lowering.set_tensor_lowering(self.outputs[0], lowered)
 
   @property
@@ -189,7 +192,8 @@ class NonFiniteHook(tf.train.SessionRunHook):
   def begin(self):
     self._loss = tf.get_collection(tf.GraphKeys.LOSSES)[0]
     self._step = tf.train.get_global_step()
-    self._probes = tf.get_collection(PROBES)
+    self._probes = [tuple(kind_label.split("\t", 1)) + (tensor,) for kind_label, tensor in
+                    zip(tf.get_collection(PROBE_LABELS), tf.get_collection(PROBES))]
     self._fault = tf.get_collection(FAULT_FEED)
 
   def after_create_session(self, session, coord):
