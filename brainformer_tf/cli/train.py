@@ -11,7 +11,9 @@ Takes exactly t5_mesh_transformer's absl flags (--model_dir, --gin_file, --gin_p
   * requires --model_dir and locks it (<model_dir>/train.lock: one training run per model dir,
     a killed run's lock taken over),
   * installs the NaN guard and, in train_with_progress, resumes from the newest intact
-    checkpoint (docs/reliability.md); a NaN stop exits with code 1.
+    checkpoint (docs/reliability.md); a NaN stop exits with code 1;
+  * on a full disk, says "no space left on device: <path>", removes the partial save's temp
+    dir and keeps the earlier checkpoints (exit code 2).
 `--use_model_api` is passed through to t5's own main unchanged.
 """
 
@@ -29,6 +31,7 @@ import tensorflow.compat.v1 as tf
 from brainformer_tf import compat
 from brainformer_tf.config import errors
 from brainformer_tf.config import prepare
+from brainformer_tf.training import checkpoints
 from brainformer_tf.training import lock
 from brainformer_tf.training import nan_guard
 
@@ -84,6 +87,16 @@ def _train(flags_):
   except nan_guard.NonFiniteError as e:
     errors.report(PROG, str(e).splitlines()[0])
     return 1
+  except Exception as e:  # pylint: disable=broad-except  (a full disk, whatever op hit it)
+    full = errors.no_space_left(e)
+    if full is None:
+      raise
+    removed = checkpoints.remove_temp_dirs(flags_.model_dir)
+    newest = checkpoints.newest_listable(flags_.model_dir)
+    kept = os.path.basename(newest) if newest else "no checkpoint"
+    return errors.report(PROG, f"{full} (newest checkpoint kept: {kept}" +
+                         (f"; removed the partial save {', '.join(removed)}" if removed else "") +
+                         "; free space and run the same command to resume)")
   return 0
 
 

@@ -72,6 +72,16 @@ def check(prefix):
   return None
 
 
+def remove_temp_dirs(model_dir):
+  """Removes the temp dirs of interrupted sharded saves (`model.ckpt-N_temp/`); their names."""
+  removed = []
+  for temp in sorted(glob.glob(os.path.join(model_dir, "*_temp*"))):
+    if os.path.isdir(temp):
+      shutil.rmtree(temp, ignore_errors=True)
+      removed.append(os.path.basename(temp))
+  return removed
+
+
 def _quarantine(model_dir, prefix):
   dest = os.path.join(model_dir, QUARANTINE_DIR)
   os.makedirs(dest, exist_ok=True)
@@ -88,9 +98,7 @@ def recover(model_dir):
   """
   if not os.path.isdir(model_dir):
     return 0
-  for temp in glob.glob(os.path.join(model_dir, "*_temp*")):
-    if os.path.isdir(temp):
-      shutil.rmtree(temp, ignore_errors=True)
+  remove_temp_dirs(model_dir)
   good = []
   for prefix in _candidates(model_dir):
     problem = check(prefix) if not good else None
