@@ -6,7 +6,6 @@ loss) is built on a [batch, length] batch of zeros with no lowering and no sessi
 master variables are shape-only stand-ins, so a 160B model builds in about a second.
 """
 
-import importlib
 from typing import Optional, Sequence, Tuple
 
 import mesh_tensorflow as mtf
@@ -15,6 +14,7 @@ import tensorflow.compat.v1 as tf
 from tensorflow.python.framework import tensor_shape
 
 from brainformer_tf.config import checks as config_checks
+from brainformer_tf.config import errors
 from brainformer_tf.config import ginutil
 from brainformer_tf.config import paths
 
@@ -37,11 +37,10 @@ def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
   AnalysisError with one line.
   """
   tf.disable_v2_behavior()
-  for module in module_imports:
-    try:
-      importlib.import_module(module)
-    except ImportError as e:
-      raise AnalysisError(f"--module_import={module}: {one_line(e)}") from None
+  try:
+    ginutil.import_modules(module_imports)
+  except errors.UsageError as e:
+    raise AnalysisError(str(e)) from None
   try:
     ginutil.parse_model_config(gin_files, gin_params)
   except OSError as e:

@@ -1,6 +1,7 @@
 """Small helpers for parsing and reading the Gin config the way `brainformer train` does."""
 
 import contextlib
+import importlib
 import logging
 import os
 from typing import Sequence
@@ -11,6 +12,7 @@ import pkg_resources
 from t5.models import mesh_transformer
 from t5.models import mesh_transformer_main
 
+from brainformer_tf.config import errors
 from brainformer_tf.config import paths
 
 
@@ -93,3 +95,16 @@ def build_model(model_type: str = "lm", vocab_size: int = 512, mesh_shape="", la
   return utils.build_model(model_type=model_type, input_vocab_size=vocab_size,
                            output_vocab_size=vocab_size, layout_rules=layout_rules,
                            mesh_shape=mesh_shape)
+
+
+def import_modules(modules: Sequence[str]):
+  """Imports --module_import's modules (they register Gin configurables and tasks). A module
+  that does not exist is a UsageError naming it; an ImportError raised inside an existing
+  module propagates with its traceback (a bug in that module)."""
+  for module in modules:
+    try:
+      importlib.import_module(module)
+    except ModuleNotFoundError as e:
+      if e.name and module.startswith(e.name):
+        raise errors.UsageError(f"--module_import={module}: no module named {e.name!r}") from None
+      raise

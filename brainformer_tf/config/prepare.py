@@ -33,13 +33,7 @@ def graph_mode(modules=()):
 
 def import_modules(modules):
   """Imports --module_import's modules and the project's `tasks` (SeqIO registrations)."""
-  for module in list(modules or []) + ["tasks"]:
-    try:
-      importlib.import_module(module)
-    except ModuleNotFoundError as e:
-      if e.name and module.startswith(e.name):
-        raise errors.UsageError(f"--module_import={module}: no module named {e.name!r}") from None
-      raise
+  ginutil.import_modules(list(modules or []) + ["tasks"])
 
 
 def _parse_gin(flags_):
