@@ -77,6 +77,9 @@ def main():
   p.add_argument("--budget_s", type=float, default=240, help="training seconds per model")
   p.add_argument("--seed", type=int, default=1234)
   p.add_argument("--final_eval_steps", type=int, default=50)
+  p.add_argument("--leak_free_rows", type=int, default=16,
+                 help="validation rows scored leak-free after training (train_with_progress."
+                      "final_leak_free_rows; Brainformer-1 tiny's expert choice reads its row)")
   p.add_argument("--run_dir", default=os.path.join(
       common.ROOT, "runs", "demo_" + time.strftime("%Y%m%d_%H%M%S")))
   args = p.parse_args()
@@ -88,7 +91,9 @@ def main():
     model_dir = os.path.join(args.run_dir, name)
     print(f"training {name} for {args.budget_s:g} s ... (log: {model_dir}.log)", flush=True)
     cmd = common.train_command(model_dir, gin_file, RECIPE, budget_s=args.budget_s,
-                               seed=args.seed, final_eval_steps=args.final_eval_steps)
+                               seed=args.seed, final_eval_steps=args.final_eval_steps,
+                               extra=[f"train_with_progress.final_leak_free_rows = "
+                                      f"{args.leak_free_rows}"])
     r = common.run_training(model_dir, cmd, on_line=echo_progress(name))
     r.update(model=name, mode="wallclock")
     if r.get("error"):

@@ -148,7 +148,8 @@ def test_demo_end_to_end(tmp_path):
   and the table, demo.json and both plots are written."""
   run_dir = tmp_path / "demo"
   proc = subprocess.run([sys.executable, "-m", "benchmarks.demo", "--budget_s", "2",
-                         "--final_eval_steps", "2", "--run_dir", str(run_dir)],
+                         "--final_eval_steps", "2", "--leak_free_rows", "2",
+                         "--run_dir", str(run_dir)],
                         cwd=common.ROOT, capture_output=True, text=True, timeout=900,
                         check=False)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -158,5 +159,7 @@ def test_demo_end_to_end(tmp_path):
     assert row["steps"] >= 3 and math.isfinite(row["val_loss"]) and row["steps_per_sec"] > 0
   assert "same wall-clock: 2 s of training each" in proc.stdout
   assert proc.stdout.count("validation log-perplexity at step") == 2  # echoed per model
+  assert "validation leak-free log-perplexity at step" in proc.stdout  # Brainformer-1's EC
+  assert "(2 rows, prefix-exact" in proc.stdout
   assert (run_dir / "loss_steps.png").stat().st_size > 0
   assert (run_dir / "loss_wallclock.png").stat().st_size > 0

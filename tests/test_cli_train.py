@@ -34,10 +34,12 @@ def checkpoint_steps(model_dir):
 def trained(tmp_path_factory):
   model_dir = tmp_path_factory.mktemp("glam_tiny")
   first = brainformer("train", f"--model_dir={model_dir}", *TINY,
-                      "--gin_param=utils.run.train_steps=20")
+                      "--gin_param=utils.run.train_steps=20",
+                      "--gin_param=train_with_progress.final_leak_free_rows=2")
   after_first = checkpoint_steps(model_dir)
   second = brainformer("train", f"--model_dir={model_dir}", *TINY,
-                       "--gin_param=utils.run.train_steps=30")
+                       "--gin_param=utils.run.train_steps=30",
+                       "--gin_param=train_with_progress.final_leak_free_rows=0")
   return model_dir, first, after_first, second
 
 
@@ -47,6 +49,10 @@ def test_train_reports_progress_and_validation_and_writes_a_checkpoint(trained):
   assert 20 in after_first
   assert "step 20/20" in first.stderr
   assert "validation log-perplexity at step 20" in first.stdout
+  # glam_tiny's capacity-limited top-2 reads its row: the leak-free figure follows, labelled
+  assert "(whole-sequence: this model's routing reads later tokens of its row)" in first.stdout
+  assert "validation leak-free log-perplexity at step 20:" in first.stdout
+  assert "(2 rows, prefix-exact; whole-sequence on the same rows" in first.stdout
   assert f"model dir {model_dir}" in first.stdout
   for name in ("operative_config.gin", "loss_curve.png", "train_log.jsonl"):
     assert (model_dir / name).exists(), name

@@ -113,8 +113,8 @@ def test_model_dir_under_a_file_or_read_only_is_named(tmp_path):
 def test_gin_file_naming_a_directory_is_named():
   ginutil.add_search_paths()
   with pytest.raises(errors.UsageError, match="--gin_file=layouts is a directory"):
-    prepare.check_gin_files(["models/glam_tiny.gin", "layouts"])
-  prepare.check_gin_files(["models/glam_tiny.gin", "layouts/cpu_1.gin"])
+    ginutil.check_gin_files(["models/glam_tiny.gin", "layouts"])
+  ginutil.check_gin_files(["models/glam_tiny.gin", "layouts/cpu_1.gin"])
 
 
 def test_devices_this_machine_lacks_are_named():
@@ -159,7 +159,8 @@ def test_train_refuses_a_checkpoint_of_another_model_before_building(tmp_path):
   model_dir = tmp_path / "m"
   base = [sys.executable, "-m", "brainformer_tf.cli.main", "train", f"--model_dir={model_dir}"]
   steps = ["--gin_param=utils.run.train_steps = 1",
-           "--gin_param=train_with_progress.final_eval_steps = 0"]
+           "--gin_param=train_with_progress.final_eval_steps = 0",
+           "--gin_param=train_with_progress.final_leak_free_rows = 0"]
   run = subprocess.run(base + [f"--gin_file={f}" for f in GLAM] + steps, capture_output=True,
                        text=True, timeout=600, cwd=tmp_path)
   assert run.returncode == 0, run.stderr[-2000:]
@@ -170,3 +171,18 @@ def test_train_refuses_a_checkpoint_of_another_model_before_building(tmp_path):
   assert "--model_dir: model does not match checkpoint" in bad.stderr
   assert "Traceback" not in bad.stderr
   assert sorted(os.listdir(model_dir)) == before
+
+
+def test_gin_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+  bad = tmp_path / "bad.gin"
+  bad.write_bytes(b"d_model = 64\nnum_heads = 4  # caf\xe9\n")
+  with pytest.raises(errors.UsageError, match=f"--gin_file={bad}: {bad}:2: not valid UTF-8"):
+    ginutil.check_gin_files(["models/glam_tiny.gin", str(bad)])
+
+
+def test_unknown_task_is_named_without_listing_every_registered_name(caplog):
+  prepare.import_modules(())
+  with caplog.at_level("INFO"):
+    with pytest.raises(errors.UsageError, match="MIXTURE_NAME='no_such_task' is not a registered"):
+      prepare.check_mixture_or_task("no_such_task", "validation", {"targets": 8})
+  assert not [r for r in caplog.records if "Available" in r.getMessage()]

@@ -42,6 +42,10 @@ def load_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (),
   except errors.UsageError as e:
     raise AnalysisError(str(e)) from None
   try:
+    ginutil.check_gin_files(gin_files)
+  except errors.UsageError as e:
+    raise AnalysisError(str(e)) from None
+  try:
     ginutil.parse_model_config(gin_files, gin_params)
   except OSError as e:
     raise AnalysisError(f"{e}; project model files: {', '.join(paths.model_files())}"

@@ -108,3 +108,27 @@ def import_modules(modules: Sequence[str]):
       if e.name and module.startswith(e.name):
         raise errors.UsageError(f"--module_import={module}: no module named {e.name!r}") from None
       raise
+
+
+def check_gin_files(gin_files: Sequence[str]):
+  """Each --gin_file, where it resolves (as Gin will look it up), is a UTF-8 text file: a
+  directory (Gin would skip it silently) or undecodable bytes are a UsageError naming the file
+  and line. Files not found are left to Gin's own error."""
+  add_search_paths()
+  prefixes = [""] + list(gin.config._LOCATION_PREFIXES)  # pylint: disable=protected-access
+  for name in gin_files or []:
+    found = [os.path.join(prefix, name) for prefix in prefixes
+             if os.path.exists(os.path.join(prefix, name))]
+    if not found:
+      continue
+    if os.path.isdir(found[0]):
+      raise errors.UsageError(f"--gin_file={name} is a directory ({found[0]}); name a .gin file "
+                              "in it")
+    with open(found[0], "rb") as f:
+      raw = f.read()
+    try:
+      raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      line = raw[:e.start].count(b"\n") + 1
+      raise errors.UsageError(f"--gin_file={name}: {found[0]}:{line}: not valid UTF-8 "
+                              f"({e.reason} at byte {e.start})") from None

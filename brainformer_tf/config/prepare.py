@@ -66,7 +66,11 @@ def check_mixture_or_task(name, split, sequence_length, read=True):
   TFDS datasets without reading them, so nothing is downloaded (TFDS would prepare a missing
   dataset on first read).
   """
+  # seqio logs every registered name (~270 INFO lines) before raising for an unknown one
+  known = name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names()
   try:
+    if not known:
+      raise ValueError(name)
     task = seqio.get_mixture_or_task(name)
   except ValueError:
     ours = sorted(importlib.import_module("tasks").PROJECT_NAMES)
@@ -107,17 +111,6 @@ def check_config(flags_, locate=None):
   if problems:
     raise errors.UsageError(f"{len(problems)} problem(s) in the Gin config:\n  " +
                             "\n  ".join(problems))
-
-
-def check_gin_files(gin_files):
-  """A --gin_file that names a directory is an error (Gin would skip it silently)."""
-  prefixes = [""] + list(gin.config._LOCATION_PREFIXES)  # pylint: disable=protected-access
-  for name in gin_files or []:
-    found = [os.path.join(prefix, name) for prefix in prefixes
-             if os.path.exists(os.path.join(prefix, name))]
-    if found and os.path.isdir(found[0]):
-      raise errors.UsageError(f"--gin_file={name} is a directory ({found[0]}); name a .gin file "
-                              "in it")
 
 
 def check_writable_dir(directory, flag="--model_dir"):
@@ -172,7 +165,7 @@ def _validates_after_training():
 def parse_and_check(flags_):
   """Parses Gin from the flags on the project's search path, then `check_config`."""
   ginutil.add_search_paths()
-  check_gin_files(flags_.gin_file)
+  ginutil.check_gin_files(flags_.gin_file)
   _parse_gin(flags_)
   locate = config_checks.Locator(flags_.gin_file or [], flags_.gin_param or [])
   note = None if locate("utils.run.mesh_shape") else ginutil.resolve_default_mesh(
