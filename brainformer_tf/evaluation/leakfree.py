@@ -175,6 +175,8 @@ class Scorer:
 def vocabulary():
   """The vocabulary of the model's training task (Gin's MIXTURE_NAME), else the project's."""
   name = ginutil.mixture_name()
+  if not name:
+    return vocab.DEFAULT_VOCABULARY
   try:
     return seqio.get_mixture_or_task(name).output_features["targets"].vocabulary
   except (ValueError, KeyError, TypeError):
