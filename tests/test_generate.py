@@ -4,6 +4,9 @@ position; beam search (alpha 0) finds a continuation at least as likely as greed
 sequences are scored by the same reference. The checkpoint is a freshly initialised Primer
 tiny (its dconv state is the newest decoding code) saved here, no training needed."""
 
+import subprocess
+import sys
+
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
 from mesh_tensorflow.transformer import utils
@@ -23,12 +26,7 @@ PROMPTS = [[17, 42, 99, 7], [5, 300, 12], [250, 3, 3, 3, 90, 61]]
 def checkpoint_dir(tmp_path_factory):
   """A saved, randomly initialised model with operative_config.gin naming its Gin file."""
   model_dir = tmp_path_factory.mktemp("primer")
-  ginutil.parse_model_config([MODEL])
-  g = leakfree.build_graph(1, LENGTH, leakfree.vocabulary().vocab_size)
-  with tf.Session(graph=g.graph) as session:
-    session.run(tf.global_variables_initializer())
-    g.saver.save(session, str(model_dir / "model.ckpt"), global_step=0)
-  (model_dir / "operative_config.gin").write_text(f"include '{MODEL}'\n")
+  _save_initialised(model_dir, MODEL)
   return model_dir
 
 
@@ -128,3 +126,58 @@ def test_sampling_follows_the_seed_and_top_k_1_is_greedy(checkpoint_dir, referen
 def test_bad_settings_are_named(checkpoint_dir, settings, message):
   with pytest.raises(generate.errors.UsageError, match=message):
     generate.Generator(str(checkpoint_dir), generate.Settings(**settings), length=LENGTH)
+
+
+def _save_initialised(model_dir, model_file):
+  ginutil.parse_model_config([model_file])
+  g = leakfree.build_graph(1, LENGTH, leakfree.vocabulary().vocab_size)
+  with tf.Session(graph=g.graph) as session:
+    session.run(tf.global_variables_initializer())
+    g.saver.save(session, str(model_dir / "model.ckpt"), global_step=0)
+  (model_dir / "operative_config.gin").write_text(f"include '{model_file}'\n")
+
+
+def _decode(*args, stdin=None):
+  return subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "decode", *args],
+                        input=stdin, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_decode_command_writes_one_line_per_prompt(checkpoint_dir, reference, tmp_path):
+  """Greedy through the command equals the reference's tokens, decoded; an over-long prompt
+  keeps its end with a warning; sampling repeats across processes with the same seed; an
+  empty input and a non-causal model are one-line errors (exit 2) that write nothing."""
+  vocabulary = leakfree.vocabulary()
+  long_prompt = " ".join(["the cat sat on the mat"] * 10)
+  lines = ["The history of the", "In 1990 the", long_prompt]
+  (tmp_path / "prompts.txt").write_text("\n".join(lines) + "\n")
+  out = tmp_path / "out.txt"
+  proc = _decode(f"--checkpoint={checkpoint_dir}", f"--input={tmp_path}/prompts.txt",
+                 f"--output={out}", "--max_new_tokens=4", f"--sequence_length={LENGTH}",
+                 "--batch_size=2")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "warning: prompt 3 has" in proc.stderr and "kept its last 12" in proc.stderr
+  written = out.read_text().split("\n")[:-1]
+  assert len(written) == 3
+  for line, got in zip(lines, written):
+    ids = [i for i in vocabulary.encode(line) if i > 1][-(LENGTH - 4):]
+    expected = vocabulary.decode(reference.greedy(ids, 4))
+    assert got == expected.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+  sampled = [_decode(f"--checkpoint={checkpoint_dir}", "--max_new_tokens=4", "--temperature=1",
+                     f"--sequence_length={LENGTH}", stdin="The history of the\n")
+             for _ in range(2)]
+  assert sampled[0].returncode == 0, sampled[0].stderr[-2000:]
+  assert sampled[0].stdout == sampled[1].stdout and sampled[0].stdout.count("\n") == 1
+  (tmp_path / "empty.txt").write_text("")
+  empty = _decode(f"--checkpoint={checkpoint_dir}", f"--input={tmp_path}/empty.txt",
+                  f"--output={out}")
+  assert empty.returncode == 2 and "no prompts (empty input)" in empty.stderr
+  assert "Traceback" not in empty.stderr and out.read_text().count("\n") == 3
+  ec_dir = tmp_path / "ec"
+  ec_dir.mkdir()
+  _save_initialised(ec_dir, "models/glam_ec_tiny.gin")
+  refused = _decode(f"--checkpoint={ec_dir}", f"--input={tmp_path}/prompts.txt",
+                    f"--sequence_length={LENGTH}", "--max_new_tokens=4")
+  assert refused.returncode == 2, refused.stderr[-2000:]
+  assert "routes with non-causal expert choice" in refused.stderr
+  assert "Traceback" not in refused.stderr

@@ -29,6 +29,7 @@ COMMANDS = {
     "validate": ("brainformer_tf.cli.validate", "check a Gin config (as train does) without building a graph"),
     "finetune": ("brainformer_tf.cli.finetune", "fine-tune a pretrained checkpoint on a task, then evaluate it (paper Table 4)"),
     "score": ("brainformer_tf.cli.score", "leak-free log-perplexity of a checkpoint on held-out text, and its future-information gap"),
+    "decode": ("brainformer_tf.cli.decode", "continue prompts from a file or stdin: greedy, sampling or beam search"),
     "eval": ("brainformer_tf.cli.eval", "evaluate a checkpoint: greedy decoding / rank classification (paper Tables 4, 5)"),
 }
 
