@@ -127,6 +127,12 @@ def test_nan_policy_must_be_known():
   assert "--gin_param: nan_guard.policy: nan_guard.policy = 'ignore': expected one of" in text
 
 
+def test_run_mode_must_be_one_of_mesh_tfs():
+  text = problems("utils.run.mode = 'export_predict'")
+  assert "--gin_param: utils.run.mode = 'export_predict': expected one of train," in text
+  assert problems("utils.run.mode = 'export'") == ""
+
+
 def test_block_spec_errors_name_the_sublayer():
   if not os.path.exists(os.path.join(paths.gin_dir(), "models", "brainformer1_tiny.gin")):
     pytest.skip("Brainformer block models not present")

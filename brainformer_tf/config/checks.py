@@ -318,12 +318,23 @@ def check_model_dir_checkpoint(prefix):
   return []
 
 
+# utils.run's modes (mesh_tensorflow/transformer/utils.py, run); any other raises after setup
+RUN_MODES = ("train", "perplexity_eval", "eval", "score_eval", "infer", "score_from_strings",
+             "score_from_dataset", "export", "export_infer", "export_score")
+
+
 def check_policies(locate):
+  """nan_guard.policy and utils.run.mode name known choices."""
+  problems = []
   try:
     nan_guard.settings()
   except ValueError as e:
-    return [f"{_where(locate, 'nan_guard.policy')}: {str(e).splitlines()[0]}"]
-  return []
+    problems.append(f"{_where(locate, 'nan_guard.policy')}: {str(e).splitlines()[0]}")
+  mode = ginutil.query("utils.run.mode", "train")
+  if mode not in RUN_MODES:
+    problems.append(f"{_where(locate, 'utils.run.mode')} = {mode!r}: expected one of "
+                    f"{', '.join(RUN_MODES)}")
+  return problems
 
 
 def check_block_spec(locate, shape, rules):
