@@ -86,6 +86,7 @@ def reference(checkpoint_dir):
   return Reference(checkpoint_dir)
 
 
+@pytest.mark.slow
 def test_greedy_equals_argmax_of_whole_sequence_scoring(checkpoint_dir, reference):
   gen = generate.Generator(str(checkpoint_dir), generate.Settings(max_new_tokens=5), batch=2,
                            length=LENGTH)
@@ -95,6 +96,7 @@ def test_greedy_equals_argmax_of_whole_sequence_scoring(checkpoint_dir, referenc
   assert got == [reference.greedy(p, 5) for p in PROMPTS]
 
 
+@pytest.mark.slow
 def test_beam_search_is_at_least_as_likely_as_greedy(checkpoint_dir, reference):
   settings = generate.Settings(max_new_tokens=2, beam_size=4, alpha=0.0)
   gen = generate.Generator(str(checkpoint_dir), settings, batch=3, length=LENGTH)
@@ -107,6 +109,7 @@ def test_beam_search_is_at_least_as_likely_as_greedy(checkpoint_dir, reference):
     assert reference.score(prompt, beam) >= reference.score(prompt, greedy) - 1e-5
 
 
+@pytest.mark.slow
 def test_sampling_follows_the_seed_and_top_k_1_is_greedy(checkpoint_dir, reference):
   def run(**kwargs):
     gen = generate.Generator(str(checkpoint_dir), generate.Settings(max_new_tokens=4, **kwargs),
@@ -123,18 +126,24 @@ def test_sampling_follows_the_seed_and_top_k_1_is_greedy(checkpoint_dir, referen
     (dict(max_new_tokens=16), "--max_new_tokens=16"),
     (dict(max_new_tokens=4, temperature=-1.0), "--temperature=-1.0"),
     (dict(max_new_tokens=4, beam_size=2, temperature=0.5), "choose one")])
-def test_bad_settings_are_named(checkpoint_dir, settings, message):
+def test_bad_settings_are_named(tmp_path, settings, message):
+  """Checked first: no checkpoint is read (there is none here)."""
   with pytest.raises(generate.errors.UsageError, match=message):
-    generate.Generator(str(checkpoint_dir), generate.Settings(**settings), length=LENGTH)
+    generate.Generator(str(tmp_path), generate.Settings(**settings), length=LENGTH)
 
 
 def _save_initialised(model_dir, model_file):
   ginutil.parse_model_config([model_file])
   g = leakfree.build_graph(1, LENGTH, leakfree.vocabulary().vocab_size)
+  with g.graph.as_default():
+    tf.train.get_or_create_global_step()   # an Estimator (export) restores it too
+    saver = tf.train.Saver()   # one device: every variable is a model master, and the step
   with tf.Session(graph=g.graph) as session:
     session.run(tf.global_variables_initializer())
-    g.saver.save(session, str(model_dir / "model.ckpt"), global_step=0)
-  (model_dir / "operative_config.gin").write_text(f"include '{model_file}'\n")
+    saver.save(session, str(model_dir / "model.ckpt"), global_step=0)
+  # what a training run's operative config holds too: the model and the task (its vocabulary)
+  (model_dir / "operative_config.gin").write_text(
+      f"include '{model_file}'\ninclude 'train/cpu.gin'\n")
 
 
 def _decode(*args, stdin=None):
@@ -181,3 +190,37 @@ def test_decode_command_writes_one_line_per_prompt(checkpoint_dir, reference, tm
   assert refused.returncode == 2, refused.stderr[-2000:]
   assert "routes with non-causal expert choice" in refused.stderr
   assert "Traceback" not in refused.stderr
+
+
+LOAD = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # registers SentencepieceOp (the exported graph tokenizes)
+model = tf.saved_model.load(sys.argv[1])
+out = model.signatures["serving_default"](tf.constant(json.loads(sys.argv[2])))
+assert not [m for m in sys.modules if m.startswith(("brainformer_tf", "mesh_tensorflow"))]
+print(json.dumps([x.decode() for x in out["outputs"].numpy()]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_exported_model_serves_what_decode_prints(checkpoint_dir, tmp_path, beam_size):
+  """`brainformer export`, loaded with tf.saved_model.load in a fresh Python that imports
+  neither this package nor mesh-tf, continues prompts exactly as `brainformer decode`."""
+  import json  # pylint: disable=g-import-not-at-top
+  settings = ["--max_new_tokens=4", f"--sequence_length={LENGTH}", f"--beam_size={beam_size}"]
+  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "export",
+                         f"--checkpoint={checkpoint_dir}", f"--export_dir={tmp_path}/export"] +
+                        settings, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Object was never used" not in proc.stderr
+  (saved,) = list((tmp_path / "export").iterdir())
+  prompts = ["The history of the", "In 1990 the", "A"]
+  env = {"PATH": "/usr/bin:/bin", "BRAINFORMER_COMPAT_HOOK": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+  served = subprocess.run([sys.executable, "-c", LOAD, str(saved), json.dumps(prompts)],
+                          capture_output=True, text=True, timeout=600, env=env)
+  assert served.returncode == 0, served.stderr[-3000:]
+  decoded = _decode(f"--checkpoint={checkpoint_dir}", *settings, stdin="\n".join(prompts) + "\n")
+  assert decoded.returncode == 0, decoded.stderr[-2000:]
+  assert json.loads(served.stdout) == decoded.stdout.split("\n")[:-1]

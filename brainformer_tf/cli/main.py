@@ -7,8 +7,9 @@ environment sets it; 0 shows them all): TF 2.15 prints three "Unable to register
 cuBLAS factory" ERROR lines at every import, GPU or not (tensorflow/tensorflow#62075, fixed in
 2.16), and C++ failures reach the user as Python errors anyway. TF's Python deprecation
 notices (~30 per training run, about TF 1 APIs that mesh-tf and the Estimator use) are not
-printed, and each remaining TF warning is printed once (TF's own handler is removed; the
-root logger's, absl's once a command parses its flags, prints it).
+printed, nor tf_should_use's "Object was never used" dumps, and each remaining TF warning is
+printed once (TF's own handler is removed; the root logger's, absl's once a command parses its
+flags, prints it).
 """
 
 import importlib
@@ -30,6 +31,7 @@ COMMANDS = {
     "finetune": ("brainformer_tf.cli.finetune", "fine-tune a pretrained checkpoint on a task, then evaluate it (paper Table 4)"),
     "score": ("brainformer_tf.cli.score", "leak-free log-perplexity of a checkpoint on held-out text, and its future-information gap"),
     "decode": ("brainformer_tf.cli.decode", "continue prompts from a file or stdin: greedy, sampling or beam search"),
+    "export": ("brainformer_tf.cli.export", "a SavedModel of a trained LM that serves text in, text out"),
     "eval": ("brainformer_tf.cli.eval", "evaluate a checkpoint: greedy decoding / rank classification (paper Tables 4, 5)"),
 }
 
@@ -62,6 +64,13 @@ def _quiet_tf_python_logs():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   deprecation._PRINT_DEPRECATION_WARNINGS = False  # pylint: disable=protected-access
   tf.get_logger().handlers.clear()
+  tf.get_logger().addFilter(_not_never_used)
+
+
+def _not_never_used(record) -> bool:
+  """Drops tf_should_use's "Object was never used" dumps (mesh-tf's export builds an op it does
+  not run: ~10 lines of stack a user cannot act on)."""
+  return "Object was never used" not in str(record.msg)
 
 
 def main(argv=None) -> int:

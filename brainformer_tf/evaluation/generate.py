@@ -31,6 +31,7 @@ import dataclasses
 import random
 from typing import List, Sequence
 
+import gin
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
 from mesh_tensorflow.transformer import utils
@@ -75,16 +76,16 @@ class Settings:
                               "choose one")
 
 
-def sample(model, prompts: mtf.Tensor, settings: Settings) -> mtf.Tensor:
+def sample(model, prompts: mtf.Tensor, settings: Settings, variable_dtype=F32) -> mtf.Tensor:
   """Greedy or sampled continuations [batch, length] (prompt removed, zeros after)."""
   return model.sample_autoregressive(
       prompts, stop_at_token=EOS, max_steps=settings.max_new_tokens,
-      temperature=settings.temperature, variable_dtype=F32,
+      temperature=settings.temperature, variable_dtype=variable_dtype,
       sampling_keep_top_k=settings.top_k or -1, remove_partial_sequences=True)
 
 
 def beam_search(model, prompts: mtf.Tensor, prompt_length: mtf.Tensor, decode_length: mtf.Tensor,
-                settings: Settings) -> mtf.Tensor:
+                settings: Settings, variable_dtype=F32) -> mtf.Tensor:
   """The best beam [batch, length] of each row, prompt included (forced, see module doc)."""
   batch_dim, length_dim = prompts.shape.dims
   beam_dim = mtf.Dimension("beam", settings.beam_size)
@@ -93,7 +94,8 @@ def beam_search(model, prompts: mtf.Tensor, prompt_length: mtf.Tensor, decode_le
   length_range = mtf.range(mesh, length_dim, tf.int32)
   first = transformer.Context(
       model=model, mesh=mesh, batch_dims=[batch_dim, beam_dim], length_dim=length_dim,
-      variable_dtype=F32, mode="first_part", position=length_range, position_is_default=True,
+      variable_dtype=variable_dtype, mode="first_part", position=length_range,
+      position_is_default=True,
       new_states=[], initial_position=mtf.zeros(mesh, [batch_dim, beam_dim], tf.int32),
       sequence_id=None, encoder_output=None, encoder_sequence_id=None, constant_states=[],
       shared_params=None, encoder_layer_outputs=None, write_priority=length_range,
@@ -106,7 +108,7 @@ def beam_search(model, prompts: mtf.Tensor, prompt_length: mtf.Tensor, decode_le
     previous = mtf.gather(ids, step - 1, length_dim)
     context = transformer.Context(
         model=model, mesh=mesh, batch_dims=[batch_dim, beam_dim], length_dim=length_dim,
-        variable_dtype=F32, mode="incremental", position=step, states=step_states,
+        variable_dtype=variable_dtype, mode="incremental", position=step, states=step_states,
         new_states=[], sequence_id=None, encoder_output=None, encoder_sequence_id=None,
         constant_states=first.constant_states, shared_params=None, encoder_layer_outputs=None,
         write_priority=length_range, read_priority=step, inputs=previous, encoder_inputs=None)
@@ -125,6 +127,30 @@ def beam_search(model, prompts: mtf.Tensor, prompt_length: mtf.Tensor, decode_le
       logits_fn, zeros, settings.alpha, states=states, decode_length=decode_length,
       use_tpu=True, dtype=tf.float32, mesh_shape=model.mesh_shape, layout=model.layout)
   return mtf.gather(beams, mtf.constant(mesh, 0, dtype=tf.int32), beam_dim)
+
+
+@gin.configurable(module="generate")
+def predict_fn(model, features, variable_dtype, max_new_tokens=32, temperature=0.0, top_k=0,
+               beam_size=1, alpha=0.6):
+  """mesh-tf's `utils.run.predict_fn` for export mode: the exported model continues each
+  "inputs" prompt as `brainformer decode` does (mesh-tf's default appends EOS to the prompt,
+  so an LM would start a new document). features["inputs"]: [batch, inputs length], each
+  [prompt, EOS, 0...]; returns the new ids [batch, inputs length + max_new_tokens]."""
+  settings = Settings(max_new_tokens, temperature, top_k, beam_size, alpha)
+  prompts = features["inputs"]
+  prompts *= mtf.to_int32(mtf.not_equal(prompts, EOS))
+  length_dim = prompts.shape.dims[-1]
+  prompts = mtf.pad(prompts, [0, max_new_tokens], length_dim.name)
+  length_dim = prompts.shape.dims[-1]
+  if beam_size == 1:
+    return sample(model, prompts, settings, variable_dtype)
+  lengths = mtf.reduce_sum(mtf.to_int32(mtf.not_equal(prompts, 0)), reduced_dim=length_dim)
+  beams = beam_search(model, prompts, lengths, mtf.constant(prompts.mesh, length_dim.size,
+                                                            dtype=tf.int32),
+                      settings, variable_dtype)
+  new = mtf.dynamic_shift(beams, -lengths, length_dim, wrap=False)
+  return new * mtf.to_int32(mtf.less(mtf.range(prompts.mesh, length_dim, tf.int32),
+                                     max_new_tokens))
 
 
 class Generator:
