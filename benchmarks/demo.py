@@ -1,5 +1,10 @@
 """The side-by-side demo: Brainformer-1 tiny vs GLaM tiny for the same wall-clock, on CPU.
 
+Brainformer-1 is its causal variant (`expert_choice_causal`): its validation figure is leak-free
+in one pass and it can write text; GLaM's capacity-limited top-2 reads its row when scoring,
+so its figure is the prefix-exact one. After training, each model continues the same few
+prompts greedily (`brainformer decode`), so the losses come with text.
+
   bash scripts/demo.sh [--budget_s 240] [--run_dir runs/demo]     (sets up .venv first)
   .venv/bin/python -m benchmarks.demo [--budget_s 240] [--seed 1234]
 
@@ -7,22 +12,27 @@ Trains both models one after the other with `brainformer train` (train/cpu.gin: 
 per step, Adafactor) on the embedded default corpus (no download) for --budget_s seconds of
 training each (the budget hook's clock; graph building and validation come on top, about 10
 minutes in all at the default on 2 cores), validates each on the corpus's validation split,
-then prints the comparison table and writes <run_dir>/demo.json and <run_dir>/loss_{steps,
-wallclock}.png (training loss per step and per second, validation dots).
+prints each one's continuations of PROMPTS, then the comparison table, and writes
+<run_dir>/demo.json and <run_dir>/loss_{steps,wallclock}.png (training loss per step and per
+second, validation dots).
 """
 
 import argparse
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 
 from benchmarks import common
 from benchmarks import training_efficiency
 
-MODELS = (("brainformer1_tiny", "models/brainformer1_tiny.gin"),
+MODELS = (("brainformer1_causal_tiny", "models/brainformer1_causal_tiny.gin"),
           ("glam_tiny", "models/glam_tiny.gin"))
 RECIPE = "train/cpu.gin"
+PROMPTS = ("The history of the", "In the early years of the war ,", "The album was")
+NEW_TOKENS = 24
 TOKENS_PER_STEP = 16 * 128
 
 
@@ -40,6 +50,18 @@ def echo_progress(name, every=100):
   return on_line
 
 
+def samples(model_dir, prompts=PROMPTS):
+  """Greedy continuations of `prompts` by the model in `model_dir` (`brainformer decode`)."""
+  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "decode",
+                         f"--checkpoint={model_dir}", f"--max_new_tokens={NEW_TOKENS}"],
+                        input="\n".join(prompts) + "\n", capture_output=True, text=True)
+  if proc.returncode:
+    return [{"prompt": p, "error": (proc.stderr.strip().splitlines() or [""])[-1]}
+            for p in prompts]
+  return [{"prompt": p, "continuation": c}
+          for p, c in zip(prompts, proc.stdout.split("\n"))]
+
+
 def compare(runs):
   """Table rows: steps, steps/s, tokens/s, validation loss, training loss at the common step."""
   common_step = min(r["curve"][-1][0] for r in runs if r.get("curve")) if all(
@@ -51,6 +73,7 @@ def compare(runs):
                  "tokens_per_sec": (r["steps_per_sec"] * TOKENS_PER_STEP
                                     if r.get("steps_per_sec") else None),
                  "val_loss": r.get("val_loss"), "val_kind": r.get("val_kind"),
+                 "samples": r.get("samples", []),
                  "train_loss_at_common_step": (common.loss_at_step(r["curve"], common_step)
                                                if common_step else None)})
   return rows, common_step
@@ -98,6 +121,12 @@ def main():
     r.update(model=name, mode="wallclock")
     if r.get("error"):
       print(f"  {name} failed: {r['error']}", flush=True)
+    else:
+      r["samples"] = samples(model_dir)
+      for sample in r["samples"]:
+        print(f"  {name}: {sample['prompt']!r} -> "
+              f"{sample.get('continuation', 'decode failed: ' + sample.get('error', ''))}",
+              flush=True)
     runs.append(r)
   rows, common_step = compare(runs)
   table = format_rows(rows, common_step, args.budget_s)

@@ -154,12 +154,17 @@ def test_demo_end_to_end(tmp_path):
                         check=False)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   result = json.loads((run_dir / "demo.json").read_text())
-  assert [r["model"] for r in result["rows"]] == ["brainformer1_tiny", "glam_tiny"]
+  assert [r["model"] for r in result["rows"]] == ["brainformer1_causal_tiny", "glam_tiny"]
   for row in result["rows"]:
     assert row["steps"] >= 3 and math.isfinite(row["val_loss"]) and row["steps_per_sec"] > 0
   assert "same wall-clock: 2 s of training each" in proc.stdout
   assert proc.stdout.count("validation log-perplexity at step") == 2  # echoed per model
-  assert "validation leak-free log-perplexity at step" in proc.stdout  # Brainformer-1's EC
+  assert "validation leak-free log-perplexity at step" in proc.stdout  # GLaM's top-2
   assert "(2 rows, prefix-exact" in proc.stdout
+  for row in result["rows"]:   # both models write text for the same prompts
+    assert [s["prompt"] for s in row["samples"]] == list(demo.PROMPTS)
+    assert all("continuation" in s for s in row["samples"]), row["samples"]
+    for s in row["samples"]:
+      assert f"  {row['model']}: {s['prompt']!r} -> {s['continuation']}" in proc.stdout
   assert (run_dir / "loss_steps.png").stat().st_size > 0
   assert (run_dir / "loss_wallclock.png").stat().st_size > 0
