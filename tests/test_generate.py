@@ -9,7 +9,6 @@ import sys
 
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
-from mesh_tensorflow.transformer import utils
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
@@ -39,22 +38,15 @@ class Reference:
     vocab_size = leakfree.vocabulary().vocab_size
     self.graph = tf.Graph()
     with self.graph.as_default():
-      graph = mtf.Graph()
-      mesh = mtf.Mesh(graph, "m")
-      model = utils.build_model(model_type="lm", input_vocab_size=vocab_size,
-                                output_vocab_size=vocab_size, layout_rules=None, mesh_shape=[])
+      graph, mesh, model = generate.checkpoint.one_device_lm(vocab_size)
       self.tokens = tf.placeholder(tf.int32, [1, LENGTH])
       dims = mtf.Shape([mtf.Dimension("batch", 1), mtf.Dimension("length", LENGTH)])
       targets = mtf.import_tf_tensor(mesh, self.tokens, dims)
       logits, _ = model.call_simple(
           inputs=transformer.autoregressive_inputs(targets), targets=targets,
           compute_loss=False, mode=tf.estimator.ModeKeys.EVAL, variable_dtype=generate.F32)
-      lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
-          mtf.convert_to_shape(""), mtf.convert_to_layout_rules(""), [""])})
+      lowering, saver = generate.checkpoint.lower_one_device(graph, mesh)
       self.log_p = tf.nn.log_softmax(lowering.export_to_tf_tensor(logits))
-      names = {v.name for v in graph.all_variables}
-      saver = tf.train.Saver(
-          var_list={v.op.name: v for v in tf.global_variables() if v.op.name in names})
       init, copy = tf.global_variables_initializer(), lowering.copy_masters_to_slices()
     self.session = tf.Session(graph=self.graph)
     self.session.run(init)

@@ -130,9 +130,4 @@ def run(argv):
     env = dict(os.environ, PYTHONHASHSEED="0")
     os.execve(sys.executable, [sys.executable, "-m", "brainformer_tf.cli.main", "decode"] +
               argv[1:], env)
-  prepare.graph_mode()
-  try:
-    main(args)
-  except prepare.user_errors() as e:
-    return errors.report(PROG, e)
-  return 0
+  return prepare.run_reporting(PROG, main, args)

@@ -90,9 +90,4 @@ def main(args):
 
 def run(argv):
   args = parser().parse_args(argv[1:])
-  prepare.graph_mode()
-  try:
-    main(args)
-  except prepare.user_errors() as e:
-    return errors.report(PROG, e)
-  return 0
+  return prepare.run_reporting(PROG, main, args)

@@ -209,6 +209,16 @@ def prepare(flags_, for_training=True):
     gin.finalize()
 
 
+def run_reporting(prog, main, args):
+  """Graph mode, then main(args); bad input (user_errors) becomes one line and exit code 2."""
+  graph_mode()
+  try:
+    main(args)
+  except user_errors() as e:
+    return errors.report(prog, e)
+  return 0
+
+
 def user_errors():
   """Exception types that mean bad input (reported as one line, exit code 2)."""
   return (errors.UsageError, text.CorpusError, FileNotFoundError, ValueError, SyntaxError)

@@ -16,11 +16,13 @@ from tensorflow.compat.v1 import estimator as tf_estimator
 import tensorflow.compat.v1 as tf
 
 from brainformer_tf.config import errors
+from brainformer_tf.config import ginutil
 
 OPERATIVE_CONFIG = "operative_config.gin"
 # Learned during training only by causal expert choice (docs/moe.md); a checkpoint of another
 # gating lacks them and fine-tuning with `expert_choice_causal` learns them from scratch.
 LEARNED_IN_FINETUNE = re.compile(r"router/threshold_(ema|weight)$")
+ONE_DEVICE = (mtf.convert_to_shape(""), mtf.convert_to_layout_rules(""))   # mesh shape, layout
 
 
 def resolve(path):
@@ -40,6 +42,45 @@ def resolve(path):
     raise errors.UsageError(f"checkpoint {prefix} has no step suffix (-N)")
   config = os.path.join(os.path.dirname(prefix), OPERATIVE_CONFIG)
   return prefix, int(match.group(1)), config if os.path.exists(config) else None
+
+
+def load_config(path, gin_files=(), gin_params=()):
+  """(prefix, step) of checkpoint `path` (dir or prefix), with Gin cleared and holding its
+  operative_config.gin, then `gin_files` and `gin_params` (a model's config, for decoding or
+  scoring it). UsageError if there is no config or it does not parse."""
+  prefix, step, operative = resolve(path)
+  files = ([operative] if operative else []) + list(gin_files)
+  if not files:
+    raise errors.UsageError(f"no {OPERATIVE_CONFIG} next to {prefix}; pass the model's "
+                            "--gin_file")
+  try:
+    ginutil.parse_model_config(files, list(gin_params))
+  except (OSError, ValueError) as e:
+    raise errors.UsageError(str(e).splitlines()[0]) from None
+  return prefix, step
+
+
+def one_device_lm(vocab_size, mesh_name="mesh"):
+  """(mtf graph, mesh, Unitransformer) of the parsed Gin config, for one CPU device, in the
+  current tf.Graph: what scoring and decoding a checkpoint build on."""
+  graph = mtf.Graph()
+  mesh = mtf.Mesh(graph, mesh_name)
+  model = utils.build_model(model_type="lm", input_vocab_size=vocab_size,
+                            output_vocab_size=vocab_size, layout_rules=ONE_DEVICE[1],
+                            mesh_shape=ONE_DEVICE[0])
+  return graph, mesh, model
+
+
+def lower_one_device(graph, mesh):
+  """(lowering, saver of the model's master variables by checkpoint name) of `one_device_lm`'s
+  graph once its outputs are built; restore with the saver, then run
+  lowering.copy_masters_to_slices()."""
+  lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
+      ONE_DEVICE[0], ONE_DEVICE[1], [""])})
+  names = {v.name for v in graph.all_variables}
+  saver = tf.train.Saver(
+      var_list={v.op.name: v for v in tf.global_variables() if v.op.name in names})
+  return lowering, saver
 
 
 def model_variables(model_type, vocab_size, length=64, batch=2):

@@ -34,7 +34,6 @@ from typing import List, Sequence
 import gin
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
-from mesh_tensorflow.transformer import utils
 import numpy as np
 import tensorflow.compat.v1 as tf
 
@@ -160,15 +159,7 @@ class Generator:
                length: int = 128, gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()):
     settings.check(length)
     self.settings, self.batch, self.length = settings, batch, length
-    self.prefix, self.step, operative = checkpoint.resolve(model_dir_or_prefix)
-    files = ([operative] if operative else []) + list(gin_files)
-    if not files:
-      raise errors.UsageError(f"no {checkpoint.OPERATIVE_CONFIG} next to {self.prefix}; pass "
-                              "the model's --gin_file")
-    try:
-      ginutil.parse_model_config(files, list(gin_params))
-    except (OSError, ValueError) as e:
-      raise errors.UsageError(str(e).splitlines()[0]) from None
+    self.prefix, self.step = checkpoint.load_config(model_dir_or_prefix, gin_files, gin_params)
     max_length = ginutil.query("Unitransformer.max_length")
     if isinstance(max_length, int) and length > max_length:
       raise errors.UsageError(f"--sequence_length={length}: the model holds at most "
@@ -189,12 +180,7 @@ class Generator:
     with self._graph.as_default():
       tf.random.set_random_seed(self.settings.seed)
       random.seed(self.settings.seed)   # mesh-tf's placement mesh draws its op seeds from it
-      graph = mtf.Graph()
-      mesh = mtf.Mesh(graph, "decode_mesh")
-      shape, rules = mtf.convert_to_shape(""), mtf.convert_to_layout_rules("")
-      model = utils.build_model(model_type="lm", input_vocab_size=vocab_size,
-                                output_vocab_size=vocab_size, layout_rules=rules,
-                                mesh_shape=shape)
+      graph, mesh, model = checkpoint.one_device_lm(vocab_size, "decode_mesh")
       dims = mtf.Shape([mtf.Dimension("batch", self.batch), mtf.Dimension("length", self.length)])
       self._prompts = tf.placeholder(tf.int32, [self.batch, self.length])
       prompts = mtf.import_tf_tensor(mesh, self._prompts, dims)
@@ -208,12 +194,8 @@ class Generator:
       else:
         self._decode_length = None
         out = sample(model, prompts, self.settings)
-      lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
-          shape, rules, [""])})
+      lowering, saver = checkpoint.lower_one_device(graph, mesh)
       self._out = lowering.export_to_tf_tensor(out)
-      names = {v.name for v in graph.all_variables}
-      saver = tf.train.Saver(
-          var_list={v.op.name: v for v in tf.global_variables() if v.op.name in names})
       init = tf.global_variables_initializer()
       copy = lowering.copy_masters_to_slices()
     self._session = tf.Session(graph=self._graph)

@@ -26,7 +26,6 @@ from typing import Dict, List, Optional, Sequence
 
 import mesh_tensorflow as mtf
 from mesh_tensorflow.transformer import transformer
-from mesh_tensorflow.transformer import utils
 import numpy as np
 import seqio
 import tensorflow.compat.v1 as tf
@@ -105,23 +104,14 @@ def build_graph(batch: int, length: int, vocab_size: int) -> ScoringGraph:
   """Builds and lowers the model of the parsed Gin config (eval mode, float32)."""
   tf_graph = tf.Graph()
   with tf_graph.as_default():
-    graph = mtf.Graph()
-    mesh = mtf.Mesh(graph, "score_mesh")
-    shape, rules = mtf.convert_to_shape(""), mtf.convert_to_layout_rules("")
-    model = utils.build_model(model_type="lm", input_vocab_size=vocab_size,
-                              output_vocab_size=vocab_size, layout_rules=rules,
-                              mesh_shape=shape)
+    graph, mesh, model = checkpoint.one_device_lm(vocab_size, "score_mesh")
     dims = mtf.Shape([mtf.Dimension("batch", batch), mtf.Dimension("length", length)])
     tokens = tf.placeholder(tf.int32, [batch, length])
     mask = tf.placeholder(tf.int32, [batch, length])
     log_p = token_log_probs(model, mtf.import_tf_tensor(mesh, tokens, dims),
                             mtf.import_tf_tensor(mesh, mask, dims),
                             mtf.VariableDType(tf.float32, tf.float32, tf.float32))
-    lowering = mtf.Lowering(graph, {mesh: mtf.placement_mesh_impl.PlacementMeshImpl(
-        shape, rules, [""])})
-    names = {v.name for v in graph.all_variables}
-    saver = tf.train.Saver(
-        var_list={v.op.name: v for v in tf.global_variables() if v.op.name in names})
+    lowering, saver = checkpoint.lower_one_device(graph, mesh)
     return ScoringGraph(tf_graph, model, tokens, mask, lowering.export_to_tf_tensor(log_p),
                         saver, lowering.copy_masters_to_slices())
 
@@ -136,15 +126,7 @@ class Scorer:
 
   def __init__(self, model_dir_or_prefix: str, length: int, batch: int = 64,
                gin_files: Sequence[str] = (), gin_params: Sequence[str] = ()):
-    self.prefix, self.step, operative = checkpoint.resolve(model_dir_or_prefix)
-    files = ([operative] if operative else []) + list(gin_files)
-    if not files:
-      raise errors.UsageError(f"no {checkpoint.OPERATIVE_CONFIG} next to {self.prefix}; pass "
-                              "the model's --gin_file")
-    try:
-      ginutil.parse_model_config(files, list(gin_params))
-    except (OSError, ValueError) as e:
-      raise errors.UsageError(str(e).splitlines()[0]) from None
+    self.prefix, self.step = checkpoint.load_config(model_dir_or_prefix, gin_files, gin_params)
     self.length, self.batch = length, batch
     self.vocabulary = vocabulary()
     checkpoint.check_compatible(self.prefix, "lm", self.vocabulary.vocab_size,
