@@ -8,9 +8,12 @@ import sys
 import pytest
 
 from benchmarks import common
+from benchmarks import decode_speed
 from benchmarks import demo
 from benchmarks import summary
 from benchmarks import training_efficiency as te
+from brainformer_tf.evaluation import checkpoint
+from brainformer_tf.evaluation import leakfree
 from brainformer_tf.training import progress
 
 
@@ -168,3 +171,15 @@ def test_demo_end_to_end(tmp_path):
       assert f"  {row['model']}: {s['prompt']!r} -> {s['continuation']}" in proc.stdout
   assert (run_dir / "loss_steps.png").stat().st_size > 0
   assert (run_dir / "loss_wallclock.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_decode_speed_times_greedy_and_beam_on_a_saved_model(tmp_path):
+  """benchmarks.decode_speed's measurement on a tiny model: both modes decode and count only
+  the new tokens (at most batch x new tokens x repeats)."""
+  checkpoint.save_initialised(str(tmp_path), ["models/dense_tiny.gin"],
+                              leakfree.vocabulary().vocab_size, decode_speed.PROMPT_TOKENS + 4)
+  for mode in decode_speed.MODES:
+    row = decode_speed.time_decode(str(tmp_path), 2, mode, 3, 1)
+    assert 0 < row["tokens"] <= 2 * 3 and row["tokens_per_sec"] > 0
+  assert all(f.startswith(("avx", "fma", "amx")) for f in decode_speed.cpu_flags())

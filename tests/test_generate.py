@@ -4,6 +4,7 @@ position; beam search (alpha 0) finds a continuation at least as likely as greed
 sequences are scored by the same reference. The checkpoint is a freshly initialised Primer
 tiny (its dconv state is the newest decoding code) saved here, no training needed."""
 
+import json
 import subprocess
 import sys
 
@@ -125,17 +126,9 @@ def test_bad_settings_are_named(tmp_path, settings, message):
 
 
 def _save_initialised(model_dir, model_file):
-  ginutil.parse_model_config([model_file])
-  g = leakfree.build_graph(1, LENGTH, leakfree.vocabulary().vocab_size)
-  with g.graph.as_default():
-    tf.train.get_or_create_global_step()   # an Estimator (export) restores it too
-    saver = tf.train.Saver()   # one device: every variable is a model master, and the step
-  with tf.Session(graph=g.graph) as session:
-    session.run(tf.global_variables_initializer())
-    saver.save(session, str(model_dir / "model.ckpt"), global_step=0)
-  # what a training run's operative config holds too: the model and the task (its vocabulary)
-  (model_dir / "operative_config.gin").write_text(
-      f"include '{model_file}'\ninclude 'train/cpu.gin'\n")
+  # the model and the task (its vocabulary), as a training run's operative config holds them
+  generate.checkpoint.save_initialised(str(model_dir), [model_file, "train/cpu.gin"],
+                                       leakfree.vocabulary().vocab_size, LENGTH)
 
 
 def _decode(*args, stdin=None):
@@ -200,7 +193,6 @@ print(json.dumps([x.decode() for x in out["outputs"].numpy()]))
 def test_exported_model_serves_what_decode_prints(checkpoint_dir, tmp_path, beam_size):
   """`brainformer export`, loaded with tf.saved_model.load in a fresh Python that imports
   neither this package nor mesh-tf, continues prompts exactly as `brainformer decode`."""
-  import json  # pylint: disable=g-import-not-at-top
   settings = ["--max_new_tokens=4", f"--sequence_length={LENGTH}", f"--beam_size={beam_size}"]
   proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "export",
                          f"--checkpoint={checkpoint_dir}", f"--export_dir={tmp_path}/export"] +

@@ -83,6 +83,28 @@ def lower_one_device(graph, mesh):
   return lowering, saver
 
 
+def save_initialised(model_dir, gin_files, vocab_size, length=64):
+  """A step-0 checkpoint of the Gin files' LM with its initial (random) weights, and an
+  operative_config.gin that includes the files: what decoding and scoring a model need, without
+  training it (speed benchmarks, tests). Clears Gin and parses the files first."""
+  ginutil.parse_model_config(list(gin_files))
+  with tf.Graph().as_default() as graph:
+    mtf_graph, mesh, model = one_device_lm(vocab_size)
+    dims = mtf.Shape([mtf.Dimension("batch", 1), mtf.Dimension("length", length)])
+    targets = mtf.zeros(mesh, dims, tf.int32)
+    model.call_simple(inputs=targets, targets=targets, compute_loss=False,
+                      mode=tf_estimator.ModeKeys.EVAL,
+                      variable_dtype=mtf.VariableDType(tf.float32, tf.float32, tf.float32))
+    lower_one_device(mtf_graph, mesh)
+    tf.train.get_or_create_global_step()   # an Estimator (export) restores it too
+    saver = tf.train.Saver()   # one device: every variable is a model master, or the step
+    with tf.Session(graph=graph) as session:
+      session.run(tf.global_variables_initializer())
+      saver.save(session, os.path.join(model_dir, "model.ckpt"), global_step=0)
+  with open(os.path.join(model_dir, OPERATIVE_CONFIG), "w") as f:
+    f.writelines(f"include '{name}'\n" for name in gin_files)
+
+
 def model_variables(model_type, vocab_size, length=64, batch=2):
   """{name: shape} of the master variables the Gin-configured model creates (graph only)."""
   with tf.Graph().as_default():
