@@ -13,7 +13,6 @@ Writes benchmarks/results/decode_speed.json and prints the table.
 """
 
 import argparse
-import os
 import tempfile
 import time
 
