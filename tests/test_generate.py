@@ -140,7 +140,8 @@ def _decode(*args, stdin=None):
 def test_decode_command_writes_one_line_per_prompt(checkpoint_dir, reference, tmp_path):
   """Greedy through the command equals the reference's tokens, decoded; an over-long prompt
   keeps its end with a warning; sampling repeats across processes with the same seed; an
-  empty input and a non-causal model are one-line errors (exit 2) that write nothing."""
+  empty input, a non-causal model and a model that does not match the checkpoint are one-line
+  errors (exit 2) that write nothing."""
   vocabulary = leakfree.vocabulary()
   long_prompt = " ".join(["the cat sat on the mat"] * 10)
   lines = ["The history of the", "In 1990 the", long_prompt]
@@ -175,6 +176,12 @@ def test_decode_command_writes_one_line_per_prompt(checkpoint_dir, reference, tm
   assert refused.returncode == 2, refused.stderr[-2000:]
   assert "routes with non-causal expert choice" in refused.stderr
   assert "Traceback" not in refused.stderr
+  mismatch = _decode(f"--checkpoint={checkpoint_dir}", f"--input={tmp_path}/prompts.txt",
+                     f"--sequence_length={LENGTH}", "--max_new_tokens=4",
+                     "--gin_param=d_ff = 96")
+  assert mismatch.returncode == 2, mismatch.stderr[-2000:]
+  assert "model does not match checkpoint" in mismatch.stderr
+  assert "Traceback" not in mismatch.stderr
 
 
 LOAD = """
