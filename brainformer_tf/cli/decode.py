@@ -30,21 +30,26 @@ from brainformer_tf.evaluation import generate
 PROG = "brainformer decode"
 
 
+def add_decoding_flags(p):
+  """The flags `decode` and `export` share: generate.Settings, the length, the model's Gin."""
+  p.add_argument("--max_new_tokens", type=int, default=32)
+  p.add_argument("--sequence_length", type=int, default=128, help="prompt + new tokens")
+  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--top_k", type=int, default=0, help="sample from the k most likely (0 = all)")
+  p.add_argument("--beam_size", type=int, default=1, help="> 1: beam search")
+  p.add_argument("--alpha", type=float, default=0.6, help="beam search length penalty")
+  p.add_argument("--gin_file", action="append", default=[])
+  p.add_argument("--gin_param", action="append", default=[])
+
+
 def parser():
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True, help="model dir or model.ckpt-N prefix")
   p.add_argument("--input", default="-", help="prompts, one per line (- = stdin)")
   p.add_argument("--output", default="-", help="continuations, one per line (- = stdout)")
-  p.add_argument("--max_new_tokens", type=int, default=32)
-  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  p.add_argument("--top_k", type=int, default=0, help="sample from the k most likely (0 = all)")
-  p.add_argument("--beam_size", type=int, default=1, help="> 1: beam search")
-  p.add_argument("--alpha", type=float, default=0.6, help="beam search length penalty")
   p.add_argument("--seed", type=int, default=1234)
   p.add_argument("--batch_size", type=int, default=8, help="prompts per decoding pass")
-  p.add_argument("--sequence_length", type=int, default=128, help="prompt + new tokens")
-  p.add_argument("--gin_file", action="append", default=[])
-  p.add_argument("--gin_param", action="append", default=[])
+  add_decoding_flags(p)
   return p
 
 
@@ -81,9 +86,7 @@ def _check_output(path):
 
 
 def main(args):
-  settings = generate.Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                               top_k=args.top_k, beam_size=args.beam_size, alpha=args.alpha,
-                               seed=args.seed)
+  settings = generate.Settings.from_flags(args)
   settings.check(args.sequence_length)
   if args.batch_size < 1:
     raise errors.UsageError(f"--batch_size={args.batch_size}: must be >= 1")

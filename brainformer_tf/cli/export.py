@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 
+from brainformer_tf.cli import decode
 from brainformer_tf.config import errors
 from brainformer_tf.config import prepare
 from brainformer_tf.evaluation import checkpoint
@@ -32,29 +33,17 @@ def parser():
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True, help="the model dir (its newest checkpoint)")
   p.add_argument("--export_dir", required=True, help="SavedModels go to <export_dir>/<time>/")
-  p.add_argument("--max_new_tokens", type=int, default=32)
-  p.add_argument("--sequence_length", type=int, default=128, help="prompt + new tokens")
-  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  p.add_argument("--top_k", type=int, default=0)
-  p.add_argument("--beam_size", type=int, default=1)
-  p.add_argument("--alpha", type=float, default=0.6)
-  p.add_argument("--gin_file", action="append", default=[])
-  p.add_argument("--gin_param", action="append", default=[])
+  decode.add_decoding_flags(p)
   return p
 
 
 def command(args):
   """The `brainformer train` command line that exports (after checking the arguments)."""
-  settings = generate.Settings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                               top_k=args.top_k, beam_size=args.beam_size, alpha=args.alpha)
+  settings = generate.Settings.from_flags(args)
   settings.check(args.sequence_length)
   if not os.path.isdir(args.checkpoint):
     raise errors.UsageError(f"--checkpoint={args.checkpoint}: not a model dir")
-  _, _, operative = checkpoint.resolve(args.checkpoint)
-  files = ([operative] if operative else []) + list(args.gin_file)
-  if not files:
-    raise errors.UsageError(f"no {checkpoint.OPERATIVE_CONFIG} in {args.checkpoint}; pass the "
-                            "model's --gin_file")
+  _, _, files = checkpoint.config_files(args.checkpoint, args.gin_file)
   prepare.check_writable_dir(args.export_dir, "--export_dir")
   params = [
       "utils.run.mode = 'export_infer'", f"utils.run.export_path = {args.export_dir!r}",

@@ -66,17 +66,13 @@ def check_mixture_or_task(name, split, sequence_length, read=True):
   TFDS datasets without reading them, so nothing is downloaded (TFDS would prepare a missing
   dataset on first read).
   """
-  # seqio logs every registered name (~270 INFO lines) before raising for an unknown one
-  known = name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names()
-  try:
-    if not known:
-      raise ValueError(name)
-    task = seqio.get_mixture_or_task(name)
-  except ValueError:
+  # asked first: seqio's own lookup logs every registered name (~270 INFO lines) before raising
+  if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
     ours = sorted(importlib.import_module("tasks").PROJECT_NAMES)
     raise errors.UsageError(
         f"MIXTURE_NAME={name!r} is not a registered task or mixture; this project's: "
-        f"{', '.join(ours)} (see tasks/)") from None
+        f"{', '.join(ours)} (see tasks/)")
+  task = seqio.get_mixture_or_task(name)
   sources = _tfds_sources(task)
   if not read and sources:
     missing = [f"{s.tfds_dataset.name} (in {s.tfds_dataset.builder.data_dir_root})"

@@ -44,15 +44,22 @@ def resolve(path):
   return prefix, int(match.group(1)), config if os.path.exists(config) else None
 
 
-def load_config(path, gin_files=(), gin_params=()):
-  """(prefix, step) of checkpoint `path` (dir or prefix), with Gin cleared and holding its
-  operative_config.gin, then `gin_files` and `gin_params` (a model's config, for decoding or
-  scoring it). UsageError if there is no config or it does not parse."""
+def config_files(path, gin_files=()):
+  """(prefix, step, Gin files) of checkpoint `path`: its operative_config.gin, then `gin_files`;
+  UsageError if there is neither."""
   prefix, step, operative = resolve(path)
   files = ([operative] if operative else []) + list(gin_files)
   if not files:
     raise errors.UsageError(f"no {OPERATIVE_CONFIG} next to {prefix}; pass the model's "
                             "--gin_file")
+  return prefix, step, files
+
+
+def load_config(path, gin_files=(), gin_params=()):
+  """(prefix, step) of checkpoint `path` (dir or prefix), with Gin cleared and holding its
+  `config_files` and `gin_params` (a model's config, for decoding or scoring it). UsageError
+  if there is no config or it does not parse."""
+  prefix, step, files = config_files(path, gin_files)
   try:
     ginutil.parse_model_config(files, list(gin_params))
   except (OSError, ValueError) as e:

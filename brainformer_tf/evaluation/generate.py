@@ -58,6 +58,12 @@ class Settings:
   alpha: float = 0.6
   seed: int = 1234
 
+  @classmethod
+  def from_flags(cls, args):
+    """The settings among the parsed command-line flags `args` (the others keep defaults)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                  if hasattr(args, f.name)})
+
   def check(self, length: int):
     """UsageError naming the first bad setting."""
     if self.max_new_tokens < 1 or self.max_new_tokens >= length:
@@ -128,6 +134,22 @@ def beam_search(model, prompts: mtf.Tensor, prompt_length: mtf.Tensor, decode_le
   return mtf.gather(beams, mtf.constant(mesh, 0, dtype=tf.int32), beam_dim)
 
 
+def continuations(model, prompts: mtf.Tensor, settings: Settings, decode_length: mtf.Tensor,
+                  variable_dtype=F32) -> mtf.Tensor:
+  """The new tokens [batch, length] after each prompt of `prompts` [batch, length] (left-aligned,
+  0 = padding), at most settings.max_new_tokens of them, zeros after: greedy / sampled, or the
+  best beam with its prompt shifted out. decode_length (scalar): the positions beam search
+  decodes (prompt + new tokens + the forced EOS), at most length."""
+  if settings.beam_size == 1:
+    return sample(model, prompts, settings, variable_dtype)
+  length_dim = prompts.shape.dims[-1]
+  lengths = mtf.reduce_sum(mtf.to_int32(mtf.not_equal(prompts, 0)), reduced_dim=length_dim)
+  beams = beam_search(model, prompts, lengths, decode_length, settings, variable_dtype)
+  new = mtf.dynamic_shift(beams, -lengths, length_dim, wrap=False)
+  return new * mtf.to_int32(mtf.less(mtf.range(prompts.mesh, length_dim, tf.int32),
+                                     settings.max_new_tokens))
+
+
 @gin.configurable(module="generate")
 def predict_fn(model, features, variable_dtype, max_new_tokens=32, temperature=0.0, top_k=0,
                beam_size=1, alpha=0.6):
@@ -138,18 +160,9 @@ def predict_fn(model, features, variable_dtype, max_new_tokens=32, temperature=0
   settings = Settings(max_new_tokens, temperature, top_k, beam_size, alpha)
   prompts = features["inputs"]
   prompts *= mtf.to_int32(mtf.not_equal(prompts, EOS))
-  length_dim = prompts.shape.dims[-1]
-  prompts = mtf.pad(prompts, [0, max_new_tokens], length_dim.name)
-  length_dim = prompts.shape.dims[-1]
-  if beam_size == 1:
-    return sample(model, prompts, settings, variable_dtype)
-  lengths = mtf.reduce_sum(mtf.to_int32(mtf.not_equal(prompts, 0)), reduced_dim=length_dim)
-  beams = beam_search(model, prompts, lengths, mtf.constant(prompts.mesh, length_dim.size,
-                                                            dtype=tf.int32),
-                      settings, variable_dtype)
-  new = mtf.dynamic_shift(beams, -lengths, length_dim, wrap=False)
-  return new * mtf.to_int32(mtf.less(mtf.range(prompts.mesh, length_dim, tf.int32),
-                                     max_new_tokens))
+  prompts = mtf.pad(prompts, [0, max_new_tokens], prompts.shape.dims[-1].name)
+  decode_length = mtf.constant(prompts.mesh, prompts.shape.dims[-1].size, dtype=tf.int32)
+  return continuations(model, prompts, settings, decode_length, variable_dtype)
 
 
 class Generator:
@@ -183,17 +196,9 @@ class Generator:
       graph, mesh, model = checkpoint.one_device_lm(vocab_size, "decode_mesh")
       dims = mtf.Shape([mtf.Dimension("batch", self.batch), mtf.Dimension("length", self.length)])
       self._prompts = tf.placeholder(tf.int32, [self.batch, self.length])
-      prompts = mtf.import_tf_tensor(mesh, self._prompts, dims)
-      if self.settings.beam_size > 1:
-        self._decode_length = tf.placeholder(tf.int32, [])
-        lengths = mtf.reduce_sum(mtf.to_int32(mtf.not_equal(prompts, 0)),
-                                 reduced_dim=dims.dims[1])
-        out = beam_search(model, prompts, lengths,
-                          mtf.import_tf_tensor(mesh, self._decode_length, mtf.Shape([])),
-                          self.settings)
-      else:
-        self._decode_length = None
-        out = sample(model, prompts, self.settings)
+      self._decode_length = tf.placeholder(tf.int32, [])   # beam search only
+      out = continuations(model, mtf.import_tf_tensor(mesh, self._prompts, dims), self.settings,
+                          mtf.import_tf_tensor(mesh, self._decode_length, mtf.Shape([])))
       lowering, saver = checkpoint.lower_one_device(graph, mesh)
       self._out = lowering.export_to_tf_tensor(out)
       init = tf.global_variables_initializer()
@@ -217,14 +222,12 @@ class Generator:
       grid = np.zeros([self.batch, self.length], np.int32)
       for row, ids in enumerate(chunk):
         grid[row, :len(ids)] = ids
-      feed = {self._prompts: grid}
-      if self._decode_length is not None:
-        feed[self._decode_length] = min(self.length, max(len(ids) for ids in chunk) +
-                                        self.settings.max_new_tokens + 1)   # + forced EOS
-      got = self._session.run(self._out, feed)
-      for row, ids in enumerate(chunk):
-        new = got[row, len(ids):] if self._decode_length is not None else got[row]
-        new = list(new[:self.settings.max_new_tokens])
+      decode_length = min(self.length, max(len(ids) for ids in chunk) +
+                          self.settings.max_new_tokens + 1)   # + the forced EOS
+      got = self._session.run(self._out, {self._prompts: grid,
+                                          self._decode_length: decode_length})
+      for new in got[:len(chunk)].tolist():
+        new = new[:self.settings.max_new_tokens]
         out.append(new[:new.index(EOS)] if EOS in new else [t for t in new if t])
     return out
 
