@@ -1,4 +1,5 @@
-"""Shared pytest setup: the compat shims, graph-mode TF (as Mesh-TF needs), fresh Gin per test.
+"""Shared pytest setup: the compat shims, graph-mode TF (as Mesh-TF needs), fresh Gin per test,
+one shared GLaM tiny training run, and the grouping that `pytest -n 2` (pytest-xdist) needs.
 
 `import brainformer_tf` installs the mesh-tf compat shims before anything imports mesh-tf (the
 venv's import hook does too; this keeps the suite right without it). TF_CPP_MIN_LOG_LEVEL
@@ -13,6 +14,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import brainformer_tf  # pylint: disable=unused-import  (installs the compat shims)
+from harness import brainformer_script, GLAM_TINY_RUN, GLAM_TINY_RUN_STEPS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf.disable_v2_behavior()
@@ -36,3 +38,37 @@ def _fresh_gin_config():
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+@pytest.fixture(scope="session")
+def glam_tiny_run(tmp_path_factory):
+  """(model dir, finished process) of one real 40-step `brainformer train` of GLaM tiny, with
+  the final validation and the leak-free scoring of 2 rows. The run costs about a minute, so
+  the tests that need a trained model dir, its losses or this command's output share it (the
+  glam_tiny_run group below); a test that
+  changes the dir works on `harness.copy_of(glam_tiny_run, path)`."""
+  model_dir = tmp_path_factory.mktemp("glam_tiny_run") / "model"
+  proc = brainformer_script("train", f"--model_dir={model_dir}", *GLAM_TINY_RUN,
+                            f"--gin_param=utils.run.train_steps = {GLAM_TINY_RUN_STEPS}",
+                            "--gin_param=train_with_progress.final_leak_free_rows = 2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return model_dir, proc
+
+
+# Under `pytest -n N --dist loadgroup`, a group's tests run on one worker. Tests of one module
+# stay together (their module fixtures are built once); the users of `glam_tiny_run` form one
+# group across modules. The heaviest groups (measured with --durations) are scheduled first so
+# that no long one starts last.
+HEAVIEST_FIRST = ["glam_tiny_run"]
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if not item.get_closest_marker("xdist_group"):
+      group = ("glam_tiny_run" if "glam_tiny_run" in item.fixturenames
+               else item.module.__name__)
+      item.add_marker(pytest.mark.xdist_group(group))
+  def rank(item):
+    group = item.get_closest_marker("xdist_group").args[0]
+    return HEAVIEST_FIRST.index(group) if group in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
+  items.sort(key=rank)   # stable: within a rank, the collection order

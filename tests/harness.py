@@ -20,12 +20,17 @@ multi-head attention (T5 relative buckets, Primer's depthwise convolution), norm
 MoE gatings (EC eq. 1-4, the capped LP by Dykstra with bisection-solved KL projections,
 GShard top-2 with capacity and balance loss, threshold (causal) expert choice).
 
-Shared test helpers that are not references: `task_examples` (a SeqIO task split as numpy)
-and `problems` (`brainformer train`'s config checks, the UsageError text).
+Shared test helpers that are not references: `task_examples` (a SeqIO task split as numpy),
+`problems` (`brainformer train`'s config checks, the UsageError text), `brainformer_script`
+(the console script in a subprocess) and `copy_of` (a copy of conftest's shared GLaM tiny run).
 """
 
 import contextlib
 import dataclasses
+import pathlib
+import shutil
+import subprocess
+import sys
 from typing import Dict, List, Optional
 
 from absl import flags
@@ -501,3 +506,29 @@ def problems(*params, gin_files=GLAM_CPU, model_dir="", extra_flags=(), keep_con
     if not keep_config:
       gin.clear_config()
   return ""
+
+
+# `brainformer train` flags of the shared run (conftest.glam_tiny_run): GLaM tiny on the CPU
+# recipe and the one-device layout (the stock `t5_mesh_transformer` needs the layout named;
+# test_stock_cli runs it with these flags), every step logged. The runs of test_cli_train and
+# test_reliability_runs are this command with more flags (none that changes a training loss).
+GLAM_TINY_RUN = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
+                 "--gin_file=layouts/cpu_1.gin",
+                 "--gin_param=utils.run.batch_size = ('sequences_per_batch', 4)",
+                 "--gin_param=utils.run.save_checkpoints_steps = 10",
+                 "--gin_param=train_with_progress.log_every_n_steps = 1",
+                 "--gin_param=train_with_progress.final_eval_steps = 2"]
+GLAM_TINY_RUN_STEPS = 40
+
+
+def brainformer_script(*args, cwd="/", timeout=600):
+  """Runs the venv's `brainformer` console script (from `/` by default: gin/ must be found
+  from any directory)."""
+  command = [str(pathlib.Path(sys.executable).parent / "brainformer"), *args]
+  return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def copy_of(run, destination):
+  """A copy of a run's model dir at `destination` (a path that does not exist yet)."""
+  shutil.copytree(run[0], destination)
+  return destination

@@ -1,28 +1,17 @@
 """`brainformer train` end to end on CPU: train, checkpoint, resume, and bad input."""
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-# end to end: brainformer train subprocesses (the module fixture runs two, 600 s limit each)
+from brainformer_tf.training import progress
+import harness
+from harness import brainformer_script as run_script
+
+# end to end: brainformer train subprocesses (the shared run and its resume, 600 s limit each)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1300)]
 
-BIN = pathlib.Path(sys.executable).parent / "brainformer"
-TINY = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
-        "--gin_param=utils.run.batch_size=('sequences_per_batch', 4)",
-        "--gin_param=utils.run.save_checkpoints_steps=10",
-        "--gin_param=train_with_progress.final_eval_steps=2"]
-
-
-def brainformer(*args, cwd="/"):
-  """Runs the console script from another directory (gin/ must be found from anywhere)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([str(BIN), *args], capture_output=True, text=True, cwd=cwd,
-                        timeout=600, env=env)
+TINY = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin"]
 
 
 def checkpoint_steps(model_dir):
@@ -31,27 +20,23 @@ def checkpoint_steps(model_dir):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  model_dir = tmp_path_factory.mktemp("glam_tiny")
-  first = brainformer("train", f"--model_dir={model_dir}", *TINY,
-                      "--gin_param=utils.run.train_steps=20",
-                      "--gin_param=train_with_progress.final_leak_free_rows=2")
-  after_first = checkpoint_steps(model_dir)
-  second = brainformer("train", f"--model_dir={model_dir}", *TINY,
-                       "--gin_param=utils.run.train_steps=30",
-                       "--gin_param=train_with_progress.final_leak_free_rows=0")
-  return model_dir, first, after_first, second
+def resumed(glam_tiny_run, tmp_path_factory):
+  """The shared 40-step run continued to step 50 by the same command (on a copy)."""
+  model_dir = harness.copy_of(glam_tiny_run, tmp_path_factory.mktemp("resumed") / "model")
+  proc = run_script("train", f"--model_dir={model_dir}", *harness.GLAM_TINY_RUN,
+                    "--gin_param=utils.run.train_steps = 50",
+                    "--gin_param=train_with_progress.final_leak_free_rows = 0")
+  return model_dir, proc
 
 
-def test_train_reports_progress_and_validation_and_writes_a_checkpoint(trained):
-  model_dir, first, after_first, _ = trained
-  assert first.returncode == 0, first.stderr[-3000:]
-  assert 20 in after_first
-  assert "step 20/20" in first.stderr
-  assert "validation log-perplexity at step 20" in first.stdout
+def test_train_reports_progress_and_validation_and_writes_a_checkpoint(glam_tiny_run):
+  model_dir, first = glam_tiny_run   # conftest: `brainformer train`, 40 steps, from `/`
+  assert checkpoint_steps(model_dir) == [20, 30, 40]   # every 10 steps, the newest 3 kept
+  assert "step 40/40" in first.stderr
+  assert "validation log-perplexity at step 40" in first.stdout
   # glam_tiny's capacity-limited top-2 reads its row: the leak-free figure follows, labelled
   assert "(whole-sequence: this model's routing reads later tokens of its row)" in first.stdout
-  assert "validation leak-free log-perplexity at step 20:" in first.stdout
+  assert "validation leak-free log-perplexity at step 40:" in first.stdout
   assert "(2 rows, prefix-exact; whole-sequence on the same rows" in first.stdout
   assert f"model dir {model_dir}" in first.stdout
   for name in ("operative_config.gin", "loss_curve.png", "train_log.jsonl"):
@@ -59,20 +44,21 @@ def test_train_reports_progress_and_validation_and_writes_a_checkpoint(trained):
   assert list(model_dir.glob("events.out.tfevents.*")), "no TensorBoard summaries"
 
 
-def test_second_invocation_resumes_from_the_checkpoint(trained):
-  model_dir, _, _, second = trained
+def test_second_invocation_resumes_from_the_checkpoint(resumed):
+  model_dir, second = resumed
   assert second.returncode == 0, second.stderr[-3000:]
-  assert checkpoint_steps(model_dir)[-1] == 30
-  records = [json.loads(l) for l in (model_dir / "train_log.jsonl").read_text().splitlines()]
+  assert "resuming from step 40" in second.stdout
+  assert checkpoint_steps(model_dir)[-1] == 50
+  records = progress.read_log(str(model_dir))
   train_steps = [r["step"] for r in records if "loss" in r]
-  assert train_steps == [10, 20, 30], train_steps   # the curve continues; no step redone
+  assert train_steps == list(range(1, 51)), train_steps   # the curve continues; none redone
   validation_steps = [r["step"] for r in records if "validation_loss" in r]
-  assert validation_steps == [20, 30]
+  assert validation_steps == [40, 50]
 
 
 def test_unknown_gin_file_is_one_clear_line():
-  result = brainformer("train", "--model_dir=/tmp/unused", "--gin_file=models/nope.gin",
-                       "--gin_file=train/cpu.gin")
+  result = run_script("train", "--model_dir=/tmp/unused", "--gin_file=models/nope.gin",
+                      "--gin_file=train/cpu.gin")
   assert result.returncode == 2
   assert "Traceback" not in result.stderr
   assert "models/nope.gin" in result.stderr and "models/glam_tiny.gin" in result.stderr
@@ -84,8 +70,8 @@ def test_unknown_gin_file_is_one_clear_line():
      "no file matches '/nonexistent/*.txt'"),
 ])
 def test_bad_data_settings_are_one_clear_line(tmp_path, params, message):
-  result = brainformer("train", f"--model_dir={tmp_path}", *TINY,
-                       *[f"--gin_param={p}" for p in params])
+  result = run_script("train", f"--model_dir={tmp_path}", *TINY,
+                      *[f"--gin_param={p}" for p in params])
   assert result.returncode == 2, result.stderr[-2000:]
   assert message in result.stderr
   assert "Traceback" not in result.stderr
@@ -99,8 +85,8 @@ def test_bad_data_settings_are_one_clear_line(tmp_path, params, message):
 def test_empty_corpus_is_one_clear_line(tmp_path):
   empty = tmp_path / "empty.txt"
   empty.write_text("\n\n")
-  result = brainformer("train", f"--model_dir={tmp_path}/run", *TINY,
-                       "--gin_param=MIXTURE_NAME='local_text_lm'",
-                       f"--gin_param=local_text_files.train=['{empty}']")
+  result = run_script("train", f"--model_dir={tmp_path}/run", *TINY,
+                      "--gin_param=MIXTURE_NAME='local_text_lm'",
+                      f"--gin_param=local_text_files.train=['{empty}']")
   assert result.returncode == 2
   assert f"text file is empty (no non-blank line): {empty}" in result.stderr

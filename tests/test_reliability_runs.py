@@ -1,7 +1,8 @@
 """Real `brainformer train` runs: determinism, SIGKILL + resume, the NaN guard.
 
-One uninterrupted seeded 40-step run (session fixture) is the reference every other run is
-compared with. Runs use the shipped GLaM tiny model and CPU recipe, logging every step.
+The shared uninterrupted seeded 40-step run (conftest.glam_tiny_run) is the reference every
+other run is compared with. Runs use its command (the shipped GLaM tiny model and CPU recipe,
+every step logged), keeping every checkpoint and skipping the final validation.
 """
 
 import glob
@@ -16,15 +17,13 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from brainformer_tf.training import progress
+import harness
 
 # end to end: training runs killed and resumed (up to two 400 s runs per test, fixtures included)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1000)]
 
-STEPS = 40
-COMMON = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
-          "--gin_param=utils.run.save_checkpoints_steps = 10",
-          "--gin_param=utils.run.keep_checkpoint_max = 10",
-          "--gin_param=train_with_progress.log_every_n_steps = 1",
+STEPS = harness.GLAM_TINY_RUN_STEPS   # 40, checkpoints every 10
+COMMON = [*harness.GLAM_TINY_RUN, "--gin_param=utils.run.keep_checkpoint_max = 10",
           "--gin_param=train_with_progress.final_eval_split = None"]
 
 
@@ -50,11 +49,9 @@ def steps_logged(model_dir):
   return [r["step"] for r in progress.read_log(model_dir) if "loss" in r]
 
 
-@pytest.fixture(scope="session")
-def reference(tmp_path_factory):
-  model_dir = str(tmp_path_factory.mktemp("reliability") / "reference")
-  train(model_dir)
-  return model_dir
+@pytest.fixture(scope="module")
+def reference(glam_tiny_run):
+  return str(glam_tiny_run[0])
 
 
 @pytest.fixture(scope="module")

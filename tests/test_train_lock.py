@@ -65,9 +65,9 @@ def test_second_train_on_a_busy_model_dir_exits_2_and_leaves_it_alone(tmp_path):
   first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            cwd=tmp_path)
   try:
-    deadline = time.time() + 300
-    while not (model_dir / "train_log.jsonl").exists() and time.time() < deadline:
-      time.sleep(1)
+    deadline = time.time() + 300   # the lock is taken after the checks, before the graph
+    while not (model_dir / lock.LOCK_FILE).exists() and time.time() < deadline:
+      time.sleep(0.5)
     assert (model_dir / lock.LOCK_FILE).exists()
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert second.returncode == 2
