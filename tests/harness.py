@@ -22,7 +22,8 @@ GShard top-2 with capacity and balance loss, threshold (causal) expert choice).
 
 Shared test helpers that are not references: `task_examples` (a SeqIO task split as numpy),
 `problems` (`brainformer train`'s config checks, the UsageError text), `brainformer_script`
-(the console script in a subprocess) and `copy_of` (a copy of conftest's shared GLaM tiny run).
+(the console script in a subprocess), `brainformer_in_process` (an argparse command in this
+process) and `copy_of` (a copy of conftest's shared GLaM tiny run).
 """
 
 import contextlib
@@ -44,6 +45,7 @@ import seqio
 from t5.models import mesh_transformer_main  # pylint: disable=unused-import  (defines the flags)
 import tensorflow.compat.v1 as tf
 
+from brainformer_tf.cli import main as cli_main
 from brainformer_tf.config import errors
 from brainformer_tf.config import prepare
 
@@ -526,6 +528,14 @@ def brainformer_script(*args, cwd="/", timeout=600):
   from any directory)."""
   command = [str(pathlib.Path(sys.executable).parent / "brainformer"), *args]
   return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def brainformer_in_process(argv, capfd):
+  """`brainformer <argv>` in this process, for an argparse command (eval, params, search...: no
+  absl flags to re-parse): (exit code, what it wrote to stderr)."""
+  capfd.readouterr()
+  code = cli_main.main(["brainformer", *argv])
+  return code, capfd.readouterr().err
 
 
 def copy_of(run, destination):

@@ -9,6 +9,8 @@ import sys
 import pytest
 import sentencepiece
 
+import harness
+
 GLAM = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin"]
 
 
@@ -70,19 +72,31 @@ NAMES = ["model dir under a file", "no model dir", "gin file is a directory",
          "zero heads", "Gin syntax error", "capacity factor not a number"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_bad_input_is_named_with_exit_2_and_nothing_written(name, tmp_path):
+# The argparse commands' cases run `main()` in this process (fast tier; their process path is
+# test_a_successful_command_prints_no_tf_noise's); train and validate (absl flags, parsed once
+# per process) run as real processes.
+IN_PROCESS = ("eval output dir under a file", "search dir under a file", "unknown layout",
+              "zero heads", "Gin syntax error")
+
+
+@pytest.mark.parametrize("name", [
+    n if n in IN_PROCESS else pytest.param(n, marks=pytest.mark.slow) for n in NAMES])
+def test_bad_input_is_named_with_exit_2_and_nothing_written(name, tmp_path, monkeypatch, capfd):
   (tmp_path / "a_file").write_text("keep me")
   argv, expected = _cases(tmp_path)[name]
   before = _tree(tmp_path)
-  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main"] + argv,
-                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr
-  errors = [l for l in proc.stderr.splitlines() if ": error: " in l]
-  assert len(errors) == 1, proc.stderr[-2000:]
-  assert expected in proc.stderr
+  if name not in IN_PROCESS:
+    proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main"] + argv,
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    code, stderr = proc.returncode, proc.stderr
+  else:
+    monkeypatch.chdir(tmp_path)
+    code, stderr = harness.brainformer_in_process(argv, capfd)
+  assert code == 2, stderr[-2000:]
+  assert "Traceback" not in stderr
+  errors = [l for l in stderr.splitlines() if ": error: " in l]
+  assert len(errors) == 1, stderr[-2000:]
+  assert expected in stderr
   assert _tree(tmp_path) == before
 
 

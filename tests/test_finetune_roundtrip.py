@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+import harness
+
 # end to end: pretrain, fine-tune and eval subprocesses (the module fixture runs them all)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -30,30 +32,28 @@ def _jsonl(path):
 
 
 @pytest.fixture(scope="module")
-def finetuned(shared_data, tmp_path_factory):
+def finetuned(shared_data, glam_tiny_run, tmp_path_factory):
+  """`brainformer finetune` on CB from the shared 40-step GLaM tiny run (conftest), 3 steps."""
   root = tmp_path_factory.mktemp("ft")
   env = dict(os.environ, BRAINFORMER_DATA_DIR=str(shared_data))
-  _run(["train", f"--model_dir={root}/pre", "--gin_file=models/glam_tiny.gin",
-        "--gin_file=train/cpu.gin", "--gin_param=utils.run.train_steps=4",
-        "--gin_param=utils.run.batch_size=('sequences_per_batch', 4)",
-        "--gin_param=train_with_progress.final_eval_split=None"], root, env)
-  _run(["finetune", f"--init_checkpoint={root}/pre", f"--task={TASK}", f"--model_dir={root}/cb",
-        "--steps=3", "--num_eval_examples=6"], root, env)
+  _run(["finetune", f"--init_checkpoint={glam_tiny_run[0]}", f"--task={TASK}",
+        f"--model_dir={root}/cb", "--steps=3", "--num_eval_examples=6"], root, env)
   return root, env
 
 
-def test_finetune_writes_scores_predictions_and_config(finetuned):
+def test_finetune_writes_scores_predictions_and_config(finetuned, glam_tiny_run):
   root, _ = finetuned
   out = root / "cb" / "eval"
   scores = json.loads((out / "scores.json").read_text())
-  assert scores["step"] == 7 and scores["checkpoint"].endswith("model.ckpt-7")  # 4 + 3 steps
+  assert scores["step"] == 43 and scores["checkpoint"].endswith("model.ckpt-43")  # 40 + 3
   for mode in ("rank", "decode"):
     metrics = scores["scores"][TASK][mode]
     assert set(metrics) == {"accuracy", "mean_3class_f1"}
     assert all(0 <= v <= 100 for v in metrics.values())
     assert len(_jsonl(out / f"{TASK}.{mode}.predictions.jsonl")) == 6
-  operative = (root / "cb" / "operative_config.gin").read_text()
-  assert f"init_checkpoint = '{root}/pre/model.ckpt-4'" in operative
+  # Gin wraps a long value onto the next line, after a backslash
+  operative = (root / "cb" / "operative_config.gin").read_text().replace("\\\n    ", "")
+  assert f"init_checkpoint = '{glam_tiny_run[0]}/model.ckpt-40'" in operative
   assert "loss_on_targets_only = True" in operative
   assert "model_type = 'delimited_lm'" in (out / f"operative_config.{TASK}.gin").read_text()
   assert "| CB | Avg |" in (out / "results.md").read_text()
@@ -76,7 +76,7 @@ def test_rank_matches_mesh_tf_score_from_strings(finetuned):
   (root / "ref.targets").write_text("\n".join(targets) + "\n")
   _run(["train", f"--model_dir={root}/cb", f"--gin_file={root}/cb/operative_config.gin",
         "--gin_param=utils.run.mode='score_from_strings'",
-        "--gin_param=utils.run.eval_checkpoint_step=7", batch, NO_DROPS,
+        "--gin_param=utils.run.eval_checkpoint_step=43", batch, NO_DROPS,
         f"--gin_param=score_from_strings.inputs='{root}/ref.inputs'",
         f"--gin_param=score_from_strings.targets='{root}/ref.targets'",
         "--gin_param=score_from_strings.score_postprocess_fn=@utils.save_scores",
@@ -103,8 +103,11 @@ def test_top2_decode_with_batch_one(finetuned):
   assert [r["decode"] for r in batch1] == [r["decode"] for r in batched]
 
 
-def test_bad_input_is_one_line_exit_2(finetuned, tmp_path):
+def test_bad_input_is_one_line_exit_2(finetuned, tmp_path, monkeypatch, capfd):
+  """In this process (`brainformer eval` is an argparse command; test_bad_inputs.py runs the
+  real process for the others)."""
   root, env = finetuned
+  monkeypatch.setenv("BRAINFORMER_DATA_DIR", env["BRAINFORMER_DATA_DIR"])
   (tmp_path / "empty").mkdir()
   cases = [
       (["--checkpoint=" + str(root / "cb"), "--task=no_such_task"], "unknown task"),
@@ -115,6 +118,7 @@ def test_bad_input_is_one_line_exit_2(finetuned, tmp_path):
         "--gin_file=models/glam_ec_tiny.gin"], "routes with non-causal expert choice"),
   ]
   for args, message in cases:
-    proc = _run(["eval", f"--output_dir={tmp_path}/o"] + args, root, env, check=False)
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("brainformer eval: error")]
-    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    code, stderr = harness.brainformer_in_process(["eval", f"--output_dir={tmp_path}/o"] + args,
+                                                  capfd)
+    errors = [l for l in stderr.splitlines() if l.startswith("brainformer eval: error")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], stderr[-2000:]
