@@ -11,12 +11,14 @@ Source Vizier server; workers anywhere join it with --vizier=HOST:PORT.
 
 import argparse
 import os
+import socket
 
 from brainformer_tf.config import errors
 from brainformer_tf.config import prepare
 from brainformer_tf.search import mutation
 from brainformer_tf.search import report
 from brainformer_tf.search import study as study_lib
+from brainformer_tf.search import vizier
 
 PROG = "brainformer search"
 
@@ -56,6 +58,18 @@ def _parser():
   p.add_argument("--pin_cores", action="store_true",
                  help="give each worker its own cores (available // --workers) and its trials "
                  "that many TF threads; pair with --clock=process")
+  p.add_argument("--serve", action="store_true",
+                 help="measure the baselines here, then serve the trials to workers from an "
+                 "Open Source Vizier server on --host:--port (needs google-vizier)")
+  p.add_argument("--host", default="localhost", help="--serve: the interface to listen on")
+  p.add_argument("--port", type=int, default=28080, help="--serve: the port")
+  p.add_argument("--vizier", default=None, metavar="HOST:PORT",
+                 help="work on the trials of the search served there (search settings come "
+                 "from the server; --dir holds this worker's trial directories)")
+  p.add_argument("--study", default="search", help="the Vizier study name (--serve, --vizier)")
+  p.add_argument("--worker_id", default=None,
+                 help="--vizier: this worker's client id (default: host name); a worker "
+                 "restarted with the same id re-runs its unfinished trial")
   p.add_argument("--top_k", type=int, default=3, help="best blocks written as Gin files")
   p.add_argument("--report_only", action="store_true", help="rewrite the outputs and stop")
   return p
@@ -107,18 +121,33 @@ def run(argv) -> int:
         raise ValueError(f"--dir={args.dir}: no {study_lib.STATE} (no search there)")
     else:
       prepare.check_writable_dir(args.dir, "--dir")
-      study = study_lib.Study(args.dir, _config(args))
+      if args.serve or args.vizier:
+        vizier.check_installed()
+      if args.vizier:
+        return _work_remote(args, cores, log)
+      study = study_lib.Study(args.dir, _config(args), local_trials=not args.serve)
   except (ValueError, errors.UsageError) as e:
     return errors.report(PROG, e)
   if not args.report_only:
     if args.pin_cores:
       log(f"pinned workers to cores {cores}, {len(cores[0])} TF thread(s) per trial")
     try:
-      study_lib.run(study, cores, log)
+      if args.serve:
+        state = vizier.serve(study, args.host, args.port, args.study, log)
+      else:
+        study_lib.run(study, cores, log)
+        state = study.state
     except study_lib.SearchError as e:
       return errors.report(PROG, e)
-    state = study.state
   paths = report.write(args.dir, state, args.top_k)
   log("baselines and best block (same wall-clock budget):\n" + report.summary(state))
   log("outputs: " + ", ".join(paths.values()))
+  return 0
+
+
+def _work_remote(args, cores, log) -> int:
+  """--vizier: one worker per entry of `cores` on the served study's trials."""
+  worker_id = args.worker_id or socket.gethostname()
+  ran = vizier.work(args.vizier, args.dir, args.study, worker_id, cores[0], log)
+  log(f"worker {worker_id}: {ran} trial(s); the study has no more")
   return 0

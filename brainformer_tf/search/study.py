@@ -144,10 +144,11 @@ def job_dir(search_dir: str, job_id) -> str:
 
 
 class Study:
-  """The local search: state.json plus the PyGlove algorithm; thread-safe."""
+  """The local search: state.json plus the PyGlove algorithm; thread-safe. Without
+  local_trials only the baselines run here (a Vizier server serves the trials)."""
 
-  def __init__(self, search_dir: str, config: dict):
-    self.dir = search_dir
+  def __init__(self, search_dir: str, config: dict, local_trials: bool = True):
+    self.dir, self.local_trials = search_dir, local_trials
     self._lock = threading.Lock()
     os.makedirs(search_dir, exist_ok=True)
     self._owner = open(os.path.join(search_dir, LOCK), "a")
@@ -201,7 +202,7 @@ class Study:
     with self._lock:
       refs = self.state["references"]
       ready = [j for j in refs.values() if j["status"] == "pending"]
-      if refs["glam"]["status"] in FINISHED:
+      if refs["glam"]["status"] in FINISHED and self.local_trials:
         ready += [j for j in self.state["trials"] if j["status"] == "pending"]
         if not ready and len(self.state["trials"]) < self.state["config"]["trials"]:
           ready = [self._propose()]
