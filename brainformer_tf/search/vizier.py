@@ -9,6 +9,8 @@ the same --dir it resumes: the baselines from state.json, the trials from the da
 it and completes it with its record. Vizier hands a client's unfinished (ACTIVE) trial back to
 that client id first, so a worker killed mid-trial and started again with the same id re-runs
 the same trial, and a completed trial is never suggested again: nothing is counted twice.
+Workers stop asking once the study holds --trials trials (Vizier 0.1.21's server cannot take
+an empty suggestion); two workers asking at the same moment can make one trial more.
 The policy replays the completed trials (in completion order) into a fresh algorithm at every
 suggestion, seeded from the seed and the number of trials, as the local study does on resume.
 """
@@ -33,10 +35,11 @@ def _vizier():
     from vizier import pythia, pyvizier as vz  # pylint: disable=g-import-not-at-top
     from vizier._src.pyglove import converters  # pylint: disable=g-import-not-at-top
     from vizier.service import clients, servers  # pylint: disable=g-import-not-at-top
+    from vizier.service import pyvizier as svz  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ValueError(f"multi-machine search needs google-vizier ({e}); install it with "
                      f"pip install --no-deps -r requirements/search_vizier.txt") from None
-  return pythia, vz, converters, clients, servers
+  return pythia, vz, converters, clients, servers, svz
 
 
 def check_installed():
@@ -55,7 +58,7 @@ def _metadata(problem_or_trial, key):
 
 def make_policy_factory():
   """A Pythia policy factory: every study of the server runs `Policy`."""
-  pythia, vz, _, _, _ = _vizier()
+  pythia, vz = _vizier()[:2]
 
   class Policy(pythia.Policy):
     """The search's PyGlove algorithm, recovered from the study's trials at every call."""
@@ -66,8 +69,6 @@ def make_policy_factory():
     def suggest(self, request):
       config = _metadata(self._problem, "config")
       trials = self._supporter.GetTrials()
-      if len(trials) >= config["trials"]:
-        return pythia.SuggestDecision([])
       converter = _converter(config)
       algorithm = mutation.algorithm(config, config["seed"] * 1000003 + len(trials))
       algorithm.setup(converter.dna_spec)
@@ -93,7 +94,7 @@ def make_policy_factory():
 def serve(study, host: str, port: int, name: str, log: Callable[[str], None] = print,
           poll_s: float = 5.0) -> dict:
   """Baselines here, then the trials from a Vizier server; returns the search state."""
-  _, vz, _, clients, servers = _vizier()
+  _, vz, _, clients, servers, svz = _vizier()
   study_lib.run(study, [None], log)  # the local study has local_trials=False: baselines only
   study_lib.thresholds(study.state)
   server = servers.DefaultVizierServer(
@@ -105,12 +106,13 @@ def serve(study, host: str, port: int, name: str, log: Callable[[str], None] = p
   problem.metadata.ns(NS)["config"] = json.dumps(config)
   problem.metadata.ns(NS)["references"] = json.dumps(study.state["references"])
   vizier_study = clients.Study.from_study_config(
-      vz.StudyConfig.from_problem(problem), owner=OWNER, study_id=name)
+      svz.StudyConfig.from_problem(problem), owner=OWNER, study_id=name)
   log(f"serving study {name!r} at {server.endpoint}: start workers with "
       f"brainformer search --dir=<their dir> --vizier={server.endpoint} --study={name}")
   while True:
+    trials = list(vizier_study.trials())
     state = dict(study.state, trials=trials_of(vizier_study))
-    if sum(t["status"] in study_lib.FINISHED for t in state["trials"]) >= config["trials"]:
+    if len(state["trials"]) >= max(config["trials"], len(trials)):
       return state
     time.sleep(poll_s)
 
@@ -125,7 +127,7 @@ def trials_of(vizier_study) -> list:
 def work(endpoint: str, search_dir: str, name: str, worker_id: str, cores=None,
          log: Callable[[str], None] = print, poll_s: float = 5.0) -> int:
   """Trains the study's trials until the server has no more; returns how many."""
-  _, vz, _, clients, _ = _vizier()
+  _, vz, _, clients, _, _ = _vizier()
   clients.environment_variables.server_endpoint = endpoint
   while True:
     try:
@@ -139,9 +141,12 @@ def work(endpoint: str, search_dir: str, name: str, worker_id: str, cores=None,
   converter, settings = _converter(config), study_lib.trial_settings(config)
   space, ran = space_lib.get(config["space"]), 0
   while True:
-    suggested = vizier_study.suggest(count=1, client_id=worker_id)
-    if not suggested:
+    trials = [t.materialize() for t in vizier_study.trials()]
+    mine = [t for t in trials if t.status == vz.TrialStatus.ACTIVE
+            and t.assigned_worker == worker_id]
+    if not mine and len(trials) >= config["trials"]:  # as PyGlove's own Vizier backend does
       return ran
+    suggested = vizier_study.suggest(count=1, client_id=worker_id)
     vizier_trial = suggested[0].materialize()
     dna = converter.to_dna(vizier_trial)
     trial_id = vizier_trial.id - 1
