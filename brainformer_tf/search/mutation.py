@@ -81,8 +81,12 @@ class RandomBlocks(pg.geno.Random):
     raise ValueError(f"no valid random candidate of space {self.space!r} in {ATTEMPTS} draws")
 
 
-def algorithm(config: dict, seed: int) -> pg.evolution.Evolution:
-  """The search algorithm of `config` (settings of study.default_config), not yet set up."""
+def algorithm(config: dict, history=()) -> pg.evolution.Evolution:
+  """The search algorithm of `config` (study.default_config's settings), set up for the space
+  and recovered from `history`: (DNA, fitness or None while unfinished), feedback order. Its
+  random numbers are seeded from the seed and len(history): a resumed search draws fresh ones.
+  """
+  seed = config["seed"] * 1000003 + len(history)
   mutator = BlockMutator(config["space"], list(config["operators"]), seed)
   if config["algorithm"] == "nsga2":  # population_size children per generation, 2x initial
     evolution = pg.evolution.nsga2(mutator, config["population"], seed)
@@ -90,4 +94,7 @@ def algorithm(config: dict, seed: int) -> pg.evolution.Evolution:
     evolution = pg.evolution.regularized_evolution(
         mutator, config["population"], config["tournament"], seed)
   initial = evolution.population_init[1]
-  return evolution.rebind(population_init=(RandomBlocks(seed=seed, space=config["space"]), initial))
+  evolution.rebind(population_init=(RandomBlocks(seed=seed, space=config["space"]), initial))
+  evolution.setup(space_lib.dna_spec(config["space"]))
+  evolution.recover(history)
+  return evolution

@@ -12,8 +12,7 @@ A job is "pending", "running" or finished ("done", "early_stop", "failed"). One 
 search directory (an fcntl lock held while it runs). On start, the algorithm replays the
 feedback of the finished trials in order (`recover`); trials that were running when the last
 process died are re-run from scratch under the same id with the same candidate, so no trial
-is lost and none is counted twice. A resumed algorithm draws fresh random numbers (seeded
-from the seed and the number of trials so far).
+is lost and none is counted twice.
 """
 
 import fcntl
@@ -171,21 +170,16 @@ class Study:
   def _recover(self):
     """The algorithm, with the finished trials fed back in order and the others proposed."""
     trials = self.state["trials"]
-    algorithm = mutation.algorithm(self.state["config"], self.state["config"]["seed"] * 1000003
-                                   + len(trials))
-    algorithm.setup(space_lib.dna_spec(self.state["config"]["space"]))
     order = self.state["finished"] + [t["id"] for t in trials if t["status"] not in FINISHED]
-    algorithm.recover([(self._dna(i), fitness(self.state, trials[i])
-                        if trials[i]["status"] in FINISHED else None) for i in order])
-    return algorithm
+    return mutation.algorithm(self.state["config"], [
+        (self._dna(i), fitness(self.state, trials[i]) if trials[i]["status"] in FINISHED
+         else None) for i in order])
 
   def _dna(self, trial_id):
     """The trial's DNA with the metadata PyGlove gave it when proposing it."""
     trial = self.state["trials"][trial_id]
     dna = space_lib.dna_from_json(self.state["config"]["space"], trial["dna"])
-    for key, value in trial["dna_metadata"].items():
-      dna.set_metadata(key, value)
-    return dna
+    return dna.rebind(metadata=trial["dna_metadata"], skip_notification=True)
 
   def close(self):
     """Releases the directory for another process."""

@@ -12,7 +12,7 @@ the same trial, and a completed trial is never suggested again: nothing is count
 Workers stop asking once the study holds --trials trials (Vizier 0.1.21's server cannot take
 an empty suggestion); two workers asking at the same moment can make one trial more.
 The policy replays the completed trials (in completion order) into a fresh algorithm at every
-suggestion, seeded from the seed and the number of trials, as the local study does on resume.
+suggestion (mutation.algorithm), as the local study does on resume.
 """
 
 import json
@@ -69,18 +69,14 @@ def make_policy_factory():
     def suggest(self, request):
       config = _metadata(self._problem, "config")
       trials = self._supporter.GetTrials()
-      converter = _converter(config)
-      algorithm = mutation.algorithm(config, config["seed"] * 1000003 + len(trials))
-      algorithm.setup(converter.dna_spec)
+      converter, state = _converter(config), {"config": config}
       done = sorted((t for t in trials if t.status == vz.TrialStatus.COMPLETED),
                     key=lambda t: t.completion_time)
-      state = {"config": config}
       history = [(converter.to_dna(t), study_lib.fitness(state, _metadata(t, "record")))
                  for t in done]
       history += [(converter.to_dna(t), None) for t in trials
                   if t.status != vz.TrialStatus.COMPLETED]
-      algorithm.recover(history)
-      dna = algorithm.propose().set_metadata("trial", len(trials))
+      dna = mutation.algorithm(config, history).propose().set_metadata("trial", len(trials))
       trial = converter.to_trial(dna, fallback="return_dummy")
       return pythia.SuggestDecision([vz.TrialSuggestion(trial.parameters,
                                                         metadata=trial.metadata)])
