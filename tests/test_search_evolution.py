@@ -235,3 +235,13 @@ def test_trial_result_takes_the_leak_free_validation_when_there_is_one(tmp_path)
   log.append({"step": 9, "validation_loss_leak_free": 4.2, "rows": 16})
   (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
   assert trial.read_result(str(tmp_path))["val_loss"] == 4.2
+
+
+def test_multi_machine_flags_without_google_vizier_are_one_line_exit_2(tmp_path, monkeypatch,
+                                                                        capsys):
+  monkeypatch.setitem(sys.modules, "vizier", None)  # as if google-vizier were not installed
+  assert search_cli.run(["search", f"--dir={tmp_path}", "--serve"]) == 2
+  error = capsys.readouterr().err.strip()
+  assert error.startswith("brainformer search: error: multi-machine search needs google-vizier")
+  assert "requirements/search_vizier.txt" in error and "\n" not in error
+  assert not (tmp_path / study_lib.STATE).exists()

@@ -124,6 +124,9 @@ def run(argv) -> int:
       if args.serve or args.vizier:
         vizier.check_installed()
       if args.vizier:
+        if args.workers > 1:
+          raise ValueError("--vizier runs one worker: start one process per worker, each with "
+                           "its own --worker_id")
         return _work_remote(args, cores, log)
       study = study_lib.Study(args.dir, _config(args), local_trials=not args.serve)
   except (ValueError, errors.UsageError) as e:
@@ -146,7 +149,7 @@ def run(argv) -> int:
 
 
 def _work_remote(args, cores, log) -> int:
-  """--vizier: one worker per entry of `cores` on the served study's trials."""
+  """--vizier: this process works on the served study's trials."""
   worker_id = args.worker_id or socket.gethostname()
   ran = vizier.work(args.vizier, args.dir, args.study, worker_id, cores[0], log)
   log(f"worker {worker_id}: {ran} trial(s); the study has no more")
