@@ -32,6 +32,7 @@ echo "setup_env.sh: installing the pinned stack into $VENV (a few minutes the fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install -r requirements/base.txt -r requirements/test.txt
 pip install --no-deps -r requirements/nodeps.txt
+pip install --no-deps -r requirements/search_vizier.txt  # optional: multi-machine search
 pip install --no-deps -e .
 # The compat import hook for every Python of the venv, the stock t5_mesh_transformer included
 # (brainformer_tf/compat.py: mesh-tf 0.1.21 cannot be imported on TF 2.15 without it). Named

@@ -1,9 +1,9 @@
-"""Aging evolution, worker claims, persistence and the budget hook (no training here)."""
+"""The local study on PyGlove's algorithms: baselines first, aging, resume, NSGA-II, the
+report and the budget hook (no training here)."""
 
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -12,15 +12,15 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from brainformer_tf.cli import search as search_cli
-from brainformer_tf.search import evolution, report, reward, space as space_lib
+from brainformer_tf.search import report, reward, space as space_lib, study as study_lib
 from brainformer_tf.search import trial
 from brainformer_tf.search.space import Candidate
 from brainformer_tf.training import budget
 
 
-def _state(tmp_path, **overrides):
-  config = evolution.default_config(space="mini", references=["glam", "dense"], **overrides)
-  return evolution.init(str(tmp_path), config)
+def _study(tmp_path, **overrides):
+  overrides.setdefault("references", ["glam", "dense"])
+  return study_lib.Study(str(tmp_path), study_lib.default_config(space="mini", **overrides))
 
 
 def _result(val_loss, step_time, status="done", check_loss=None):
@@ -29,83 +29,97 @@ def _result(val_loss, step_time, status="done", check_loss=None):
           "early_stop": "x" if status == "early_stop" else None}
 
 
-def _finish_references(state):
-  for name in state["references"]:
-    job = evolution.claim(state, os.getpid(), "host")
+def _finish_references(study):
+  for name in study.state["references"]:
+    job = study.next_job()
     assert job["id"] == name
-    evolution.record(state, name, _result(5.0, 0.1))
+    study.record(name, _result(5.0, 0.1))
+
+
+def _population(study):
+  return [dna.metadata["trial"] for dna in study._algorithm.population]
 
 
 def test_trials_wait_for_the_glam_baseline(tmp_path):
-  state = _state(tmp_path)
-  assert evolution.claim(state, os.getpid(), "host")["id"] == "glam"
-  assert evolution.claim(state, os.getpid(), "host")["id"] == "dense"
-  assert evolution.claim(state, os.getpid(), "host") == evolution.WAIT  # glam still running
-  evolution.record(state, "glam", _result(5.0, 0.1))
-  assert evolution.claim(state, os.getpid(), "host")["id"] == 0
+  study = _study(tmp_path)
+  assert study.next_job()["id"] == "glam"
+  assert study.next_job()["id"] == "dense"
+  assert study.next_job() == study_lib.WAIT  # glam still running
+  study.record("glam", _result(5.0, 0.1))
+  assert study.next_job()["id"] == 0
 
 
 def test_aging_removes_exactly_the_oldest(tmp_path):
-  state = _state(tmp_path, population=4, tournament=2, trials=12)
-  _finish_references(state)
+  study = _study(tmp_path, population=4, tournament=2, trials=12)
+  _finish_references(study)
   rng = random.Random(0)
   added = []
   for _ in range(12):
-    job = evolution.claim(state, os.getpid(), "host")
+    job = study.next_job()
     # Rewards unrelated to age: the oldest must go even when it is the best.
-    evolution.record(state, job["id"], _result(rng.uniform(3, 6), 0.1))
+    study.record(job["id"], _result(rng.uniform(3, 6), 0.1))
     added.append(job["id"])
-    assert state["population"] == added[-4:]
-  assert evolution.claim(state, os.getpid(), "host") == evolution.ALL_DONE
+    assert _population(study) == added[-4:]
+  assert study.next_job() == study_lib.ALL_DONE
 
 
 def test_first_trials_are_random_then_mutants_of_tournament_winners(tmp_path):
-  state = _state(tmp_path, population=3, tournament=3, trials=6)
-  _finish_references(state)
-  space = space_lib.get("mini")
+  study = _study(tmp_path, population=3, tournament=3, trials=6)
+  _finish_references(study)
   for loss in (4.0, 3.0, 5.0):  # trial 1 has the best reward
-    job = evolution.claim(state, os.getpid(), "host")
-    assert job["parent"] is None
-    evolution.record(state, job["id"], _result(loss, 0.1))
-  job = evolution.claim(state, os.getpid(), "host")
+    job = study.next_job()
+    assert job["parent"] is None and job["operator"] is None
+    study.record(job["id"], _result(loss, 0.1))
+  job = study.next_job()
   assert job["parent"] == 1  # tournament = the whole population: the best wins
-  assert job["candidate"] != state["trials"][1]["candidate"]
-  space_lib.check(space, Candidate.from_json(job["candidate"]))
+  assert job["candidate"] != study.state["trials"][1]["candidate"]
+  space_lib.check(space_lib.get("mini"), Candidate.from_json(job["candidate"]))
 
 
-def test_a_running_trial_of_a_dead_worker_is_rerun_not_duplicated(tmp_path):
-  state = _state(tmp_path, trials=3)
-  _finish_references(state)
-  dead = subprocess.Popen([sys.executable, "-c", "pass"])
-  dead.wait()
-  job = evolution.claim(state, dead.pid, socket.gethostname())
-  candidate = job["candidate"]
-  again = evolution.claim(state, os.getpid(), socket.gethostname())
-  assert again["id"] == job["id"] and again["candidate"] == candidate
-  assert again["attempts"] == 2 and len(state["trials"]) == 1
-  # A live worker's trial is not taken: the next claim proposes a new one.
-  assert evolution.claim(state, os.getpid(), socket.gethostname())["id"] == 1
+def test_resume_reruns_the_running_trial_and_replays_the_feedback(tmp_path):
+  study = _study(tmp_path, population=3, tournament=2, trials=8)
+  _finish_references(study)
+  for loss in (4.0, 3.0, 5.0, 4.5, 3.5):
+    study.record(study.next_job()["id"], _result(loss, 0.1))
+  running = study.next_job()
+  population = _population(study)
+  with pytest.raises(ValueError, match="another search process"):
+    _study(tmp_path, population=3, tournament=2, trials=8)
+  study.close()  # as if killed: trial 5 stays "running" in state.json
+  assert study_lib.load(str(tmp_path))["trials"][5]["status"] == "running"
+  resumed = _study(tmp_path, population=3, tournament=2, trials=8)
+  assert _population(resumed) == population == [2, 3, 4]
+  again = resumed.next_job()
+  assert again["id"] == running["id"] == 5 and again["candidate"] == running["candidate"]
+  assert again["attempts"] == 2 and len(resumed.state["trials"]) == 6
+  assert resumed.state["references"]["glam"]["attempts"] == 1  # not measured again
+  resumed.record(5, _result(3.0, 0.1))
+  assert _population(resumed) == [3, 4, 5]
+  assert resumed.next_job()["id"] == 6
 
 
-def test_state_survives_reload_and_resume_checks_settings(tmp_path):
-  state = _state(tmp_path)
-  _finish_references(state)
-  evolution.claim(state, os.getpid(), "host")
-  evolution.save(str(tmp_path), state)
-  assert evolution.load(str(tmp_path)) == state
-  config = dict(state["config"], trials=50)
-  assert evolution.init(str(tmp_path), config)["config"]["trials"] == 50
+def test_resume_checks_settings(tmp_path):
+  study = _study(tmp_path)
+  _finish_references(study)
+  study.next_job()
+  study.close()
+  config = dict(study.state["config"], trials=50)
+  resumed = study_lib.Study(str(tmp_path), config)
+  assert resumed.state["config"]["trials"] == 50
+  resumed.close()
   with pytest.raises(ValueError, match="budget_s=5.0 differs"):
-    evolution.init(str(tmp_path), dict(config, budget_s=5.0))
+    study_lib.Study(str(tmp_path), dict(config, budget_s=5.0))
 
 
 def test_config_errors_name_the_setting():
-  with pytest.raises(ValueError, match="tournament=5 must be <= population=3"):
-    evolution.default_config(population=3, tournament=5)
+  with pytest.raises(ValueError, match="tournament=5 must be >= 2 and <= population=3"):
+    study_lib.default_config(population=3, tournament=5)
   with pytest.raises(ValueError, match="must include 'glam'"):
-    evolution.default_config(references=["dense"])
+    study_lib.default_config(references=["dense"])
   with pytest.raises(ValueError, match="operators="):
-    evolution.default_config(operators=["teleport"])
+    study_lib.default_config(operators=["teleport"])
+  with pytest.raises(ValueError, match="algorithm='hill_climb'"):
+    study_lib.default_config(algorithm="hill_climb")
 
 
 def test_reward_ranks_loss_penalises_slowness_and_early_stop_is_worst(tmp_path):
@@ -113,27 +127,49 @@ def test_reward_ranks_loss_penalises_slowness_and_early_stop_is_worst(tmp_path):
   assert reward.reward(3.0, 0.1, 4.0, 0.1) > 1 > reward.reward(5.0, 0.1, 4.0, 0.1) > 0
   assert reward.reward(4.0, 0.2, 4.0, 0.1) == pytest.approx(0.5)
   assert reward.reward(4.0, 0.05, 4.0, 0.1) == pytest.approx(1.0)  # faster: no bonus
-  state = _state(tmp_path)
-  _finish_references(state)
-  job = evolution.claim(state, os.getpid(), "host")
-  assert evolution.record(state, job["id"], _result(50.0, 1.0, "early_stop"))["reward"] == -1
+  assert reward.objectives(2.0, 0.05, 4.0, 0.1) == pytest.approx((2.0, 2.0))
+  study = _study(tmp_path)
+  _finish_references(study)
+  job = study.next_job()
+  done = study.record(job["id"], _result(50.0, 1.0, "early_stop"))
+  assert done["reward"] == -1 and done["objectives"] == [-1, -1]
   with pytest.raises(ValueError, match="val_loss"):
     reward.reward(0.0, 0.1, 4.0, 0.1)
 
 
+def test_nsga2_feeds_both_objectives_and_the_report_has_the_pareto_front(tmp_path):
+  study = _study(tmp_path, algorithm="nsga2", population=2, tournament=2, trials=6)
+  _finish_references(study)  # GLaM: loss 5.0, 0.1 s per step
+  points = [(4.0, 0.2), (4.5, 0.1), (3.9, 0.3), (4.6, 0.1), (4.4, 0.09), (4.0, 0.25)]
+  for loss, step_time in points:
+    job = study.next_job()
+    study.record(job["id"], _result(loss, step_time))
+  # By hand: 3 is beaten by 1 (same time, lower loss), 1 by 4, 5 by 0; 0, 2, 4 remain.
+  assert sorted(report.pareto(study.state)) == [0, 2, 4]
+  # NSGA-II's elites (2 = population) come from that front, fed (L_glam / L, T_glam / T).
+  elites = {dna.metadata["trial"]: dna.metadata["reward"]
+            for dna in study._algorithm.global_state.elites}
+  assert len(elites) == 2 and set(elites) <= {0, 2, 4}
+  for trial_id, fitness in elites.items():
+    loss, step_time = points[trial_id]
+    assert fitness == pytest.approx((5.0 / loss, 0.1 / step_time))
+  assert "Pareto front (val loss, step time), fastest first: trials [4, 0, 2]" in (
+      report.summary(study.state))
+
+
 def test_report_writes_log_topk_gin_and_plot(tmp_path):
-  state = _state(tmp_path, population=2, tournament=1, trials=3)
-  _finish_references(state)
+  study = _study(tmp_path, population=2, tournament=2, trials=3)
+  _finish_references(study)
   for loss in (4.0, 6.0, 3.0):
-    job = evolution.claim(state, os.getpid(), "host")
-    evolution.record(state, job["id"], _result(loss, 0.1))
-  evolution.save(str(tmp_path), state)
-  paths = report.write(str(tmp_path), top_k=2)
+    job = study.next_job()
+    study.record(job["id"], _result(loss, 0.1))
+  paths = report.write(str(tmp_path), study.state, top_k=2)
   assert os.path.basename(paths["rank1"]) == "rank1_trial2.gin"  # the lowest loss
   assert os.path.basename(paths["rank2"]) == "rank2_trial0.gin"
   assert "num_layers = 8" in open(paths["rank1_4x"]).read()
-  assert os.path.getsize(paths["plot"]) > 0 and os.path.getsize(paths["log"]) > 0
-  assert "best    trial 2" in report.summary(state)
+  assert os.path.getsize(paths["plot"]) > 0
+  assert json.load(open(paths["log"]))["ranking"][:2] == [2, 0]
+  assert "best    trial 2" in report.summary(study.state)
 
 
 def _busy(seconds=0.02):
@@ -178,7 +214,7 @@ def test_budget_hook_stops_at_the_budget_and_early_at_the_check(tmp_path):
 def test_pin_cores_splits_the_available_cores_between_workers(tmp_path):
   assert search_cli.worker_cores(2, {3, 1, 0, 2}) == [[0, 1], [2, 3]]
   assert search_cli.worker_cores(2, {0, 1, 2}) == [[0], [1]]
-  assert search_cli.thread_env(2)["TF_NUM_INTRAOP_THREADS"] == "2"
+  assert trial.thread_env(2)["TF_NUM_INTRAOP_THREADS"] == "2"
   with pytest.raises(ValueError, match="--workers=3 needs at least 3 cores"):
     search_cli.worker_cores(3, {0, 1})
   # From the command line: exit 2, one line naming the flag, nothing written.
@@ -199,3 +235,13 @@ def test_trial_result_takes_the_leak_free_validation_when_there_is_one(tmp_path)
   log.append({"step": 9, "validation_loss_leak_free": 4.2, "rows": 16})
   (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
   assert trial.read_result(str(tmp_path))["val_loss"] == 4.2
+
+
+def test_multi_machine_flags_without_google_vizier_are_one_line_exit_2(tmp_path, monkeypatch,
+                                                                        capsys):
+  monkeypatch.setitem(sys.modules, "vizier", None)  # as if google-vizier were not installed
+  assert search_cli.run(["search", f"--dir={tmp_path}", "--serve"]) == 2
+  error = capsys.readouterr().err.strip()
+  assert error.startswith("brainformer search: error: multi-machine search needs google-vizier")
+  assert "requirements/search_vizier.txt" in error and "\n" not in error
+  assert not (tmp_path / study_lib.STATE).exists()

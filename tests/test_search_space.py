@@ -1,7 +1,6 @@
 """Search space, candidate encoding and mutation validity (brainformer_tf.search)."""
 
-import random
-
+import pyglove as pg
 import pytest
 
 from brainformer_tf.blocks import build, spec as spec_lib
@@ -30,19 +29,53 @@ def test_cpu_variants_are_table1_scaled_down():
     space_lib.get("nope")
 
 
+def _random_dna(name, n, seed=0):
+  generator = mutation.RandomBlocks(seed=seed, space=name)
+  generator.setup(space_lib.dna_spec(name))
+  return [generator.propose() for _ in range(n)]
+
+
 def _random_candidates(space, n, seed=0):
-  rng = random.Random(seed)
-  return [space_lib.random_candidate(space, rng) for _ in range(n)]
+  return [space_lib.decode(space.name, dna) for dna in _random_dna(space.name, n, seed)]
 
 
 @pytest.mark.parametrize("name", ["table1", "mini", "tiny"])
 def test_candidates_round_trip_through_the_block_notation(name):
   space = space_lib.get(name)
-  for candidate in _random_candidates(space, 50):
+  for dna in _random_dna(name, 6):  # PyGlove's materialize / encode take ~0.1 s each
+    candidate = space_lib.decode(name, dna)
     space_lib.check(space, candidate)
     text = str(candidate.block)
     assert spec_lib.parse(text) == candidate.block
     assert Candidate.from_json(candidate.to_json()) == candidate
+    assert space_lib.dna_from_json(name, dna.to_numbers()) == dna
+    # decode reads the DNA's numbers; PyGlove's materialize is the independent reference, and
+    # the materialised value encodes back to the same DNA.
+    value = pg.materialize(space_lib.hyper(name), dna)
+    assert value.d_model == candidate.d_model
+    assert [dict(l) for l in value.layers if l is not None] == [
+        dict(kind=l.kind, **{f: v for f, v in vars(l).items() if v is not None and f != "kind"})
+        for l in candidate.block.layers]
+    assert pg.template(space_lib.hyper(name)).encode(value) == dna
+
+
+def test_dna_slots_materialise_in_order_and_empty_slots_vanish():
+  name = "mini"
+  space = space_lib.get(name)
+  # d_model choice 2 (32); slots: a with heads choice 1 (4), empty, f with hidden choice 0 (48)
+  # and activation choice 2 (relu), then empty slots up to max_layers.
+  numbers = [2, 1, 1, 0, 2, 0, 2] + [0] * (space.max_layers - 3)
+  candidate = space_lib.decode(name, pg.DNA.from_numbers(numbers, space_lib.dna_spec(name)))
+  assert str(candidate) == "d=32 a[h=4] f[H=48,act=relu]"
+
+
+def test_random_initial_blocks_are_valid_and_varied():
+  space = space_lib.get("mini")
+  candidates = _random_candidates(space, 30, seed=5)
+  lengths = {len(c.block.layers) for c in candidates}
+  assert min(lengths) >= space.min_layers and max(lengths) <= space.max_layers
+  assert len(lengths) >= 4 and len({str(c) for c in candidates}) == 30
+  assert all("a" in c.block.letters for c in candidates)
 
 
 def test_candidate_gin_file_builds_the_same_block(tmp_path):
@@ -67,16 +100,16 @@ def test_scaled_gin_files_scale_widths_and_stack():
   assert '"a[h=2] g[ec,c=1,H=128,act=gated_gelu] f[H=96,act=relu]"' in text
 
 
-def test_check_names_the_offending_setting():
+def test_check_names_the_offending_setting_and_the_space_refuses_other_values():
   space = space_lib.get("mini")
-  with pytest.raises(ValueError, match="hidden=999"):
-    space_lib.check(space, Candidate(32, spec_lib.parse("a[h=2] f[H=999,act=relu]")))
-  with pytest.raises(ValueError, match="d_model=7"):
-    space_lib.check(space, Candidate(7, spec_lib.parse("a[h=2] f[H=48,act=relu]")))
   with pytest.raises(ValueError, match="no attention"):
     space_lib.check(space, Candidate(32, spec_lib.parse("f[H=48,act=relu] f[H=48,act=relu]")))
   with pytest.raises(ValueError, match="9 sub-layers"):
     space_lib.check(space, Candidate(32, spec_lib.parse(" ".join(["a[h=2]"] * 9))))
+  outside = _symbolic("mini", Candidate(32, spec_lib.parse("a[h=2] f[H=48,act=relu]")))
+  outside.layers[1].hidden = 999  # not a choice: PyGlove will not encode it
+  with pytest.raises(ValueError, match="999"):
+    pg.template(space_lib.hyper("mini")).encode(outside)
 
 
 def test_references_are_glam_dense_and_block1():
@@ -90,52 +123,73 @@ def test_references_are_glam_dense_and_block1():
           if l.kind == "g"} == {("expert_choice", 1.0)}
 
 
-@pytest.mark.parametrize("name", ["table1", "mini", "tiny"])
-def test_every_mutant_is_a_valid_block_of_the_space(name):
+def _mutate(name, parent, operators=mutation.OPERATORS, seed=0):
+  """(child candidate, operator) of BlockMutator on a DNA that decodes to `parent`."""
+  dna = pg.template(space_lib.hyper(name)).encode(_symbolic(name, parent))
+  dna.use_spec(space_lib.dna_spec(name))
+  child = mutation.BlockMutator(name, list(operators), seed).mutate(dna)
+  return space_lib.decode(name, child), child.metadata["operator"]
+
+
+def _symbolic(name, candidate):
+  """The candidate as a value of the PyGlove space: its sub-layers, then empty slots."""
+  layers = [pg.Dict(kind=l.kind, **{f: getattr(l, f) for f in space_lib.get(name).choices(l.kind)})
+            for l in candidate.block.layers]
+  return pg.Dict(d_model=candidate.d_model,
+                 layers=layers + [None] * (space_lib.get(name).max_layers - len(layers)))
+
+
+@pytest.mark.parametrize("name,parents", [("table1", 3), ("mini", 8), ("tiny", 3)])
+def test_every_mutant_is_a_valid_block_of_the_space(name, parents):
   space = space_lib.get(name)
-  rng = random.Random(1)
+  mutator = mutation.BlockMutator(name, list(mutation.OPERATORS), 1)
   used = set()
-  parents = _random_candidates(space, 40, seed=2)
-  for parent in parents:
-    child = parent
-    for _ in range(10):  # chains of mutations drift far from the random start
-      new, op = mutation.mutate(space, child, rng)
-      assert new != child
+  for dna in _random_dna(name, parents, seed=2):
+    for _ in range(6):  # chains of mutations drift far from the random start
+      child = mutator.mutate(dna)
+      new, old = space_lib.decode(name, child), space_lib.decode(name, dna)
+      assert new != old
       space_lib.check(space, new)
       assert spec_lib.parse(str(new.block)) == new.block
       build.validate(new.block, defaults=build.BlockDefaults(
           d_kv=space.d_kv, num_experts=space.num_experts))
-      used.add(op)
-      child = new
-  assert used == set(mutation.OPERATORS) - ({"model_dim"} if len(space.model_dims) == 1 else set())
+      used.add(child.metadata["operator"])
+      dna = child
+  if name == "mini":  # 48 mutations: every operator was drawn
+    assert used == set(mutation.OPERATORS)
 
 
 def test_each_operator_changes_only_its_axis():
-  space = space_lib.get("mini")
   parent = Candidate(32, spec_lib.parse(
       "a[h=2] g[ec,c=1,H=64,act=gated_gelu] f[H=48,act=relu] a[h=4]"))
-  rng = random.Random(0)
-  for op in ("gating", "capacity", "heads", "activation", "width"):
-    child, used = mutation.mutate(space, parent, rng, operators=[op])
-    assert used == op and child.d_model == parent.d_model
-    assert child.block.letters == parent.block.letters
-    diffs = [(a, b) for a, b in zip(parent.block.layers, child.block.layers) if a != b]
-    assert len(diffs) == 1
-  child, _ = mutation.mutate(space, parent, rng, operators=["insert"])
-  assert len(child.block.layers) == 5
-  child, _ = mutation.mutate(space, parent, rng, operators=["delete"])
-  assert len(child.block.layers) == 3 and "a" in child.block.letters
-  child, _ = mutation.mutate(space, parent, rng, operators=["model_dim"])
-  assert child.d_model != 32 and child.block == parent.block
+  fields = {"gating": "gating", "capacity": "capacity_factor", "heads": "heads",
+            "activation": "activation", "width": "hidden"}
+  for seed in range(3):
+    for op, field in fields.items():
+      child, used = _mutate("mini", parent, [op], seed)
+      assert used == op and child.d_model == parent.d_model
+      assert child.block.letters == parent.block.letters
+      diffs = [(a, b) for a, b in zip(parent.block.layers, child.block.layers) if a != b]
+      assert len(diffs) == 1
+      (a, b), = diffs
+      assert [f for f in fields.values() if getattr(a, f) != getattr(b, f)] == [field]
+    child, _ = _mutate("mini", parent, ["model_dim"], seed)
+    assert child.d_model != 32 and child.block == parent.block
+    child, _ = _mutate("mini", parent, ["swap"], seed)  # the same sub-layers, reordered
+    assert sorted(map(str, child.block.layers)) == sorted(map(str, parent.block.layers))
+    assert child.block != parent.block and child.d_model == 32
+    child, _ = _mutate("mini", parent, ["layer"], seed)  # insert, delete or replace one
+    assert abs(len(child.block.layers) - 4) <= 1 and child.d_model == 32
 
 
-def test_insert_and_delete_respect_the_length_bounds():
-  space = space_lib.get("tiny")  # 1..3 sub-layers
-  full = Candidate(16, spec_lib.parse("a[h=1] a[h=2] a[h=1]"))
-  single = Candidate(16, spec_lib.parse("a[h=1]"))
+def test_layer_operator_inserts_and_deletes_within_the_length_bounds():
+  seen = set()
+  for seed in range(12):
+    child, _ = _mutate("mini", Candidate(32, spec_lib.parse("a[h=2] a[h=4]")), ["layer"], seed)
+    seen.add(len(child.block.layers))
+  assert seen == {2, 3}  # min_layers is 2: an insert or a replacement, never a delete
+  full = Candidate(16, spec_lib.parse("a[h=1] a[h=2] a[h=1]"))  # tiny: 1..3 sub-layers
+  for seed in range(5):
+    assert len(_mutate("tiny", full, ["layer"], seed)[0].block.layers) in (2, 3)
   with pytest.raises(ValueError, match="no mutation"):
-    mutation.mutate(space, full, random.Random(0), operators=["insert"])
-  with pytest.raises(ValueError, match="no mutation"):
-    mutation.mutate(space, single, random.Random(0), operators=["delete"])
-  with pytest.raises(ValueError, match="unknown"):
-    mutation.mutate(space, single, random.Random(0), operators=["teleport"])
+    _mutate("tiny", Candidate(16, spec_lib.parse("a[h=1]")), ["swap"])  # nothing to reorder

@@ -1,110 +1,100 @@
-"""Mutation operators over a candidate (model dim + block); every mutant stays in the space.
+"""Mutations, the random initial population and the search algorithms, all PyGlove's.
 
-Operators (paper Table 1's axes plus the block length; the paper does not list its own):
-  layer_type   a sub-layer becomes another type (fresh random settings for it)
-  width        an FFN or MoE hidden size changes
-  heads        an attention sub-layer's head count changes
-  gating       an MoE sub-layer switches gating (top-2 <-> expert choice)
-  capacity     an MoE sub-layer's capacity factor changes
-  activation   an FFN or MoE activation changes
-  model_dim    the model dim changes
-  insert       a random sub-layer is inserted (if below max_layers)
-  delete       a sub-layer is removed (if above min_layers)
-`mutate` picks uniformly among the operators that can change this candidate and returns
-(child, operator name); the child differs from the parent and passes `space.check`.
+Operators (each a PyGlove mutator on the DNA of `space.hyper`; the paper lists none of its own):
+  layer        a sub-layer slot is re-drawn (mutators.Uniform on slot decisions): insert (an
+               empty slot gets a sub-layer), delete (a sub-layer becomes empty) or a new type
+               with fresh settings, in place
+  swap         two sub-layer slots trade places (mutators.Swap)
+  model_dim, heads, width, gating, capacity, activation
+               that setting of one sub-layer (or the model dim) is re-drawn (mutators.Uniform)
+`BlockMutator` picks an operator uniformly and retries until the child is a valid candidate
+(`space.check`) that differs from its parent; the child's DNA metadata names the operator and
+the parent's trial. `RandomBlocks` draws the initial population: uniform slot choices,
+invalid draws rejected. `algorithm(config, seed)`: PyGlove's regularized (aging) evolution
+(Real et al. 2019, paper Algorithm 1) or NSGA-II over two objectives, with these operations.
 """
 
-import dataclasses
 import random
-from typing import Callable, Dict, Optional, Tuple
 
-from brainformer_tf.blocks import spec as spec_lib
+import pyglove as pg
+
 from brainformer_tf.search import space as space_lib
-from brainformer_tf.search.space import Candidate
-from brainformer_tf.search.space import SearchSpace
 
-_SETTING_OPS = {  # operator -> (SubLayer field, letters it applies to)
-    "width": ("hidden", "fg"),
-    "heads": ("heads", "a"),
-    "gating": ("gating", "g"),
-    "capacity": ("capacity_factor", "g"),
-    "activation": ("activation", "fg"),
-}
-OPERATORS = ("layer_type",) + tuple(_SETTING_OPS) + ("model_dim", "insert", "delete")
+_SETTINGS = {"model_dim": "d_model", "heads": "heads", "width": "hidden", "gating": "gating",
+             "capacity": "capacity_factor", "activation": "activation"}
+OPERATORS = ("layer", "swap") + tuple(_SETTINGS)
+ALGORITHMS = ("regularized_evolution", "nsga2")
+ATTEMPTS = 100
 
 
-def _with_layers(candidate: Candidate, layers) -> Candidate:
-  return Candidate(candidate.d_model, spec_lib.BlockSpec(tuple(layers)))
+def _key(dna: pg.DNA):
+  """The decision's key: a slot's index in `layers`, a setting's name; None at the root."""
+  location = dna.spec.location
+  return None if location.is_root else location.key
 
 
-def _change_setting(op: str):
-  field, letters = _SETTING_OPS[op]
-
-  def apply(space: SearchSpace, candidate: Candidate, rng: random.Random) -> Optional[Candidate]:
-    layers = list(candidate.block.layers)
-    options = [(i, v) for i, layer in enumerate(layers) if layer.kind in letters
-               for v in space.choices(layer.kind)[field] if v != getattr(layer, field)]
-    if not options:
-      return None
-    index, value = rng.choice(options)
-    layers[index] = dataclasses.replace(layers[index], **{field: value})
-    return _with_layers(candidate, layers)
-  return apply
+def _operator(name: str, seed: int) -> pg.evolution.Mutator:
+  if name == "swap":
+    return pg.evolution.mutators.Swap(seed=seed)  # the only multi-choice node: the slots
+  if name == "layer":
+    return pg.evolution.mutators.Uniform(where=lambda dna: isinstance(_key(dna), int), seed=seed)
+  return pg.evolution.mutators.Uniform(where=lambda dna: _key(dna) == _SETTINGS[name], seed=seed)
 
 
-def _layer_type(space, candidate, rng):
-  layers = list(candidate.block.layers)
-  index = rng.randrange(len(layers))
-  kinds = [k for k in space_lib.LAYER_TYPES if k != layers[index].kind]
-  layers[index] = space_lib.random_sublayer(space, rng, rng.choice(kinds))
-  return _valid_or_none(space, _with_layers(candidate, layers))
+@pg.members([
+    ("space", pg.typing.Str(), "Search space name (space.SPACES)."),
+    ("operators", pg.typing.List(pg.typing.Enum(OPERATORS[0], list(OPERATORS)), min_size=1),
+     "Operators to choose from."),
+    ("seed", pg.typing.Int().noneable(), "Random seed."),
+])
+class BlockMutator(pg.evolution.Mutator):
+  """One operator, drawn uniformly, until the child is valid and differs from the parent."""
+
+  def _on_bound(self):
+    super()._on_bound()
+    self._random = random.Random(self.seed)
+    self._operators = {op: _operator(op, self._random.randrange(2 ** 31)) for op in self.operators}
+
+  def mutate(self, dna: pg.DNA, step: int = 0) -> pg.DNA:
+    parent = space_lib.decode(self.space, dna)
+    for _ in range(ATTEMPTS):
+      op = self._random.choice(list(self.operators))
+      try:
+        child = self._operators[op].mutate(dna, step=step)
+      except RuntimeError:  # PyGlove: no decision of this kind in the DNA (no MoE: no gating)
+        continue
+      if space_lib.valid(self.space, child) and space_lib.decode(self.space, child) != parent:
+        return child.set_metadata("operator", op).set_metadata("parent", dna.metadata.get("trial"))
+    raise ValueError(f"no mutation of {parent} found in {ATTEMPTS} attempts with operators "
+                     f"{list(self.operators)}")
 
 
-def _model_dim(space, candidate, rng):
-  options = [d for d in space.model_dims if d != candidate.d_model]
-  return Candidate(rng.choice(options), candidate.block) if options else None
+@pg.members([("space", pg.typing.Str(), "Search space name (space.SPACES).")])
+class RandomBlocks(pg.geno.Random):
+  """Uniformly random DNA of the space, redrawn until it is a valid candidate."""
+
+  def _propose(self) -> pg.DNA:
+    for _ in range(ATTEMPTS):
+      dna = super()._propose()
+      if space_lib.valid(self.space, dna):
+        return dna
+    raise ValueError(f"no valid random candidate of space {self.space!r} in {ATTEMPTS} draws")
 
 
-def _insert(space, candidate, rng):
-  layers = list(candidate.block.layers)
-  if len(layers) >= space.max_layers:
-    return None
-  layers.insert(rng.randint(0, len(layers)), space_lib.random_sublayer(space, rng))
-  return _with_layers(candidate, layers)
-
-
-def _delete(space, candidate, rng):
-  layers = list(candidate.block.layers)
-  if len(layers) <= space.min_layers:
-    return None
-  del layers[rng.randrange(len(layers))]
-  return _valid_or_none(space, _with_layers(candidate, layers))
-
-
-def _valid_or_none(space, candidate):
-  try:
-    space_lib.check(space, candidate)
-  except ValueError:
-    return None
-  return candidate
-
-
-_APPLY: Dict[str, Callable] = {"layer_type": _layer_type, "model_dim": _model_dim,
-                               "insert": _insert, "delete": _delete,
-                               **{op: _change_setting(op) for op in _SETTING_OPS}}
-
-
-def mutate(space: SearchSpace, parent: Candidate, rng: random.Random,
-           operators=OPERATORS, attempts: int = 100) -> Tuple[Candidate, str]:
-  """A child of `parent` one operator away, inside `space`; ValueError if none is found."""
-  unknown = [op for op in operators if op not in _APPLY]
-  if unknown:
-    raise ValueError(f"mutation operators {unknown} are unknown; choose from {list(OPERATORS)}")
-  for _ in range(attempts):
-    op = rng.choice(list(operators))
-    child = _APPLY[op](space, parent, rng)
-    if child is not None and child != parent:
-      space_lib.check(space, child)
-      return child, op
-  raise ValueError(f"no mutation of {parent} found in {attempts} attempts with operators "
-                   f"{list(operators)}")
+def algorithm(config: dict, history=()) -> pg.evolution.Evolution:
+  """The search algorithm of `config` (study.default_config's settings), set up for the space
+  and recovered from `history`: (DNA, fitness or None while unfinished), feedback order. Its
+  random numbers are seeded from the seed and len(history): a resumed search draws fresh ones.
+  """
+  seed = config["seed"] * 1000003 + len(history)
+  mutator = BlockMutator(config["space"], list(config["operators"]), seed)
+  if config["algorithm"] == "nsga2":  # population_size children per generation, 2x initial
+    evolution = pg.evolution.nsga2(mutator, config["population"], seed)
+  else:
+    evolution = pg.evolution.regularized_evolution(
+        mutator, config["population"], config["tournament"], seed)
+  initial = evolution.population_init[1]
+  evolution.rebind(population_init=(RandomBlocks(seed=seed, space=config["space"]), initial))
+  evolution.setup(space_lib.dna_spec(config["space"]))
+  evolution.recover(history)
+  return evolution

@@ -1,6 +1,7 @@
-"""Search outputs, rebuilt from state.json at any time (`brainformer search --report_only`).
+"""Search outputs, rebuilt from the state at any time (`brainformer search --report_only`).
 
-  search_log.json   every trial and baseline: block, result, reward (and the settings)
+  search_log.json   every trial and baseline: block, result, reward (and the settings), the
+                    ranking, and the Pareto front over (validation loss, step time)
   search.png        reward and validation loss per trial, baselines as horizontal lines
   top/rank<k>_trial<i>.gin      the k best finished (not early-stopped) blocks as proxy model
                                 files (stacked space.stack x)
@@ -16,7 +17,6 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from brainformer_tf import atomic
-from brainformer_tf.search import evolution
 from brainformer_tf.search import space as space_lib
 from brainformer_tf.search import trial as trial_lib
 from brainformer_tf.search.space import Candidate
@@ -30,16 +30,21 @@ def ranked(state: dict):
   return sorted(scored, key=lambda t: (-t["reward"], t["id"]))
 
 
-def write(search_dir: str, top_k: int = 3) -> dict:
-  """Writes every output; returns {name: path}."""
-  state = evolution.load(search_dir)
-  if state is None:
-    raise FileNotFoundError(f"--dir={search_dir}: no {evolution.STATE} (no search there)")
+def pareto(state: dict):
+  """Ids of the finished trials no other finished trial beats in both val loss and step time."""
+  done = [t for t in state["trials"] if t["status"] == "done"]
+  point = lambda t: (t["result"]["val_loss"], t["result"]["step_time"])
+  dominated = lambda a, b: point(b) != point(a) and all(y <= x for x, y in zip(point(a), point(b)))
+  return [t["id"] for t in done if not any(dominated(t, other) for other in done)]
+
+
+def write(search_dir: str, state: dict, top_k: int = 3) -> dict:
+  """Writes every output of the search `state` into search_dir; returns {name: path}."""
   space = space_lib.get(state["config"]["space"])
   paths = {"log": os.path.join(search_dir, "search_log.json")}
   atomic.write_json(paths["log"], {
       "config": state["config"], "references": state["references"], "trials": state["trials"],
-      "population": state["population"], "ranking": [t["id"] for t in ranked(state)]})
+      "ranking": [t["id"] for t in ranked(state)], "pareto": pareto(state)})
   top_dir = os.path.join(search_dir, "top")
   os.makedirs(top_dir, exist_ok=True)
   for old in glob.glob(os.path.join(top_dir, "rank*.gin")):  # the ranking may have changed
@@ -114,4 +119,7 @@ def summary(state: dict) -> str:
                if r["val_loss"] is not None else r["status"])
     lines.append(f"  best    trial {best[0]['id']} reward {best[0]['reward']:+.4f}  {numbers}  "
                  f"{Candidate.from_json(best[0]['candidate'])}")
+  front = sorted(pareto(state), key=lambda i: state["trials"][i]["result"]["step_time"])
+  if front:
+    lines.append(f"  Pareto front (val loss, step time), fastest first: trials {front}")
   return "\n".join(lines)

@@ -11,9 +11,13 @@ ratio is 1 for a block as good as GLaM, above 1 for better, always > 0 (so an ea
 factor only acts when a finished trial is slower than the constraint (the paper's
 "subject to step time < baseline"), as a soft penalty: w = 1 means 10% slower must be
 10% better in loss to tie.
+
+NSGA-II (--algorithm=nsga2) maximises two objectives instead, (L_glam / L, T_glam / T): 1 each
+for GLaM, (-1, -1) for an early stop or failure; the search reports their Pareto front.
 """
 
 EARLY_STOP = -1.0
+EARLY_STOP_OBJECTIVES = (-1.0, -1.0)
 
 
 def reward(val_loss: float, step_time: float, glam_loss: float, max_step_time: float,
@@ -24,3 +28,8 @@ def reward(val_loss: float, step_time: float, glam_loss: float, max_step_time: f
     raise ValueError(f"step_time={step_time!r} and max_step_time={max_step_time!r} must be "
                      f"positive")
   return (glam_loss / val_loss) * min(1.0, max_step_time / step_time) ** time_weight
+
+
+def objectives(val_loss: float, step_time: float, glam_loss: float, glam_step_time: float):
+  """(loss ratio, speed ratio) against GLaM; both > 1 for a block better on that axis."""
+  return glam_loss / val_loss, glam_step_time / step_time

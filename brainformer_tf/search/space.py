@@ -1,14 +1,22 @@
-"""The search space of paper Table 1 as data, its scaled-down CPU variants, and candidates.
+"""The search space of paper Table 1, its scaled-down CPU variants, as PyGlove hyper values.
 
 A candidate is a model dim plus a block (`blocks.spec.BlockSpec`, the project's one block
 representation) whose every sub-layer carries all its searched settings: `a[h=..]`,
 `f[H=..,act=..]`, `g[<gating>,c=..,H=..,act=..]`. What the space fixes for every candidate
 (head size, experts, proxy stack depth) goes into the Gin file, not the block.
+
+`hyper(space)` is the space as a PyGlove symbolic space: the model dim `pg.oneof` the choices,
+and `max_layers` sub-layer slots (`pg.manyof`, not distinct, not sorted), each one of None (no
+sub-layer), `a`, `f` or `g` with `pg.oneof` settings. A PyGlove DNA materialises to a candidate
+with `decode`: the non-empty slots in order. Valid candidates (`check`): min..max_layers
+sub-layers, at least one attention.
 """
 
 import dataclasses
-import random
-from typing import Dict, Optional, Tuple
+import functools
+from typing import Dict, Tuple
+
+import pyglove as pg
 
 from brainformer_tf.blocks import spec as spec_lib
 
@@ -110,44 +118,60 @@ class Candidate:
 
 
 def check(space: SearchSpace, candidate: Candidate):
-  """Raises ValueError naming the setting if `candidate` is outside `space`."""
-  if candidate.d_model not in space.model_dims:
-    raise ValueError(f"d_model={candidate.d_model} is not in {space.name}.model_dims "
-                     f"{space.model_dims}")
+  """ValueError unless the block has min..max_layers sub-layers and an attention one. (Every
+  setting of a decoded DNA is one of the space's choices by construction.)"""
   layers = candidate.block.layers
   if not space.min_layers <= len(layers) <= space.max_layers:
     raise ValueError(f"block has {len(layers)} sub-layers; {space.name} allows "
                      f"{space.min_layers}..{space.max_layers}")
   if "a" not in candidate.block.letters:
     raise ValueError("block has no attention sub-layer (a); every candidate needs one")
-  for index, layer in enumerate(layers):
-    if layer.kind not in LAYER_TYPES:
-      raise ValueError(f"sub-layer {index}: type {layer.kind!r} is not in {LAYER_TYPES}")
-    allowed = space.choices(layer.kind)
-    for field, values in allowed.items():
-      if getattr(layer, field) not in values:
-        raise ValueError(f"sub-layer {index} ({layer.kind}): {field}={getattr(layer, field)!r} "
-                         f"is not in {space.name} choices {values}")
-    extra = [f.name for f in dataclasses.fields(layer)
-             if f.name not in allowed and f.name != "kind" and getattr(layer, f.name) is not None]
-    if extra:
-      raise ValueError(f"sub-layer {index} ({layer.kind}): {extra} are fixed by the space and "
-                       f"must not be set in the block")
 
 
-def random_sublayer(space: SearchSpace, rng: random.Random,
-                    kind: Optional[str] = None) -> spec_lib.SubLayer:
-  kind = kind or rng.choice(LAYER_TYPES)
-  return spec_lib.SubLayer(kind, **{f: rng.choice(v) for f, v in space.choices(kind).items()})
+@functools.lru_cache(maxsize=None)
+def hyper(name: str) -> pg.Dict:
+  """Space `name` as a PyGlove hyper value: d_model and max_layers optional sub-layer slots."""
+  space = get(name)
+  slot = [None] + [pg.Dict(kind=kind, **{f: pg.oneof(v) for f, v in space.choices(kind).items()})
+                   for kind in LAYER_TYPES]
+  return pg.Dict(d_model=pg.oneof(space.model_dims),
+                 layers=pg.manyof(space.max_layers, slot, distinct=False, sorted=False))
 
 
-def random_candidate(space: SearchSpace, rng: random.Random) -> Candidate:
-  """A uniformly random block length and sub-layers, with at least one attention."""
-  length = rng.randint(space.min_layers, space.max_layers)
-  layers = [random_sublayer(space, rng) for _ in range(length)]
-  if not any(layer.kind == "a" for layer in layers):
-    layers[rng.randrange(length)] = random_sublayer(space, rng, "a")
-  return Candidate(rng.choice(space.model_dims), spec_lib.BlockSpec(tuple(layers)))
+@functools.lru_cache(maxsize=None)
+def dna_spec(name: str) -> pg.DNASpec:
+  return pg.dna_spec(hyper(name))
+
+
+def decode(name: str, dna: pg.DNA) -> Candidate:
+  """The candidate a DNA of space `name` materialises to (not checked, see `check`).
+
+  Reads the DNA's numbers (depth first: the model dim's choice, then per slot the choice of
+  None / a / f / g followed by its settings' choices in `choices` order), which is what
+  `pg.materialize(hyper(name), dna)` would build, about a hundred times faster.
+  """
+  space, numbers = get(name), iter(dna.to_numbers())
+  d_model = space.model_dims[next(numbers)]
+  layers = []
+  for _ in range(space.max_layers):
+    kind = ((None,) + LAYER_TYPES)[next(numbers)]
+    if kind:
+      layers.append(spec_lib.SubLayer(kind, **{f: values[next(numbers)]
+                                               for f, values in space.choices(kind).items()}))
+  return Candidate(d_model, spec_lib.BlockSpec(tuple(layers)))
+
+
+def dna_from_json(name: str, numbers) -> pg.DNA:
+  """The DNA that `dna.to_numbers()` wrote (state files, Vizier trial metadata)."""
+  return pg.DNA.from_numbers(numbers, dna_spec(name))
+
+
+def valid(name: str, dna: pg.DNA) -> bool:
+  try:
+    check(get(name), decode(name, dna))
+  except ValueError:  # the checks above, or an empty block (BlockSpecError)
+    return False
+  return True
 
 
 def _nearest(values, target):

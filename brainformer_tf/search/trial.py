@@ -4,7 +4,10 @@ The subprocess trains the proxy (the block stacked `space.stack` times) under th
 file for a fixed wall-clock budget (`brainformer_tf.training.budget`), with the early-stop
 thresholds of the search, then validates; the result comes from its budget.json and
 train_log.jsonl. The subprocess dies with its parent (PR_SET_PDEATHSIG), so a killed search
-leaves no orphan trial behind.
+leaves no orphan trial behind. `cores` pins a trial to CPU cores and as many TF threads.
+
+Fault injection for the tests: BRAINFORMER_SEARCH_FAULT=kill_after_start:<trial dir name>
+(e.g. trial_0000) SIGKILLs the search process right after that trial's subprocess started.
 """
 
 import ctypes
@@ -26,6 +29,7 @@ from brainformer_tf.training import progress
 
 MODEL_GIN = "model.gin"
 LOG = "train.log"
+FAULT = "BRAINFORMER_SEARCH_FAULT"
 
 
 def scale_model_dim(candidate: Candidate, factor: int) -> Candidate:
@@ -102,14 +106,25 @@ def command(trial_dir: str, settings: TrialSettings, max_step_time=None, max_los
           + [f"--gin_param={p}" for p in params])
 
 
-def die_with_parent():
-  """preexec_fn: the child gets SIGKILL when its parent dies."""
-  libc = ctypes.CDLL("libc.so.6", use_errno=True)
-  libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def die_with_parent(cores=None):
+  """A preexec_fn: the child gets SIGKILL when its parent dies, and runs on `cores`."""
+  def preexec():
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if cores:
+      os.sched_setaffinity(0, cores)
+  return preexec
+
+
+def thread_env(threads):
+  """Environment that limits TF (and OpenMP) in a trial subprocess to `threads` threads."""
+  return {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
+          "OMP_NUM_THREADS": str(threads)}
 
 
 def run(trial_dir: str, space: SearchSpace, candidate: Candidate, settings: TrialSettings,
-        max_step_time: Optional[float] = None, max_loss: Optional[float] = None) -> dict:
+        max_step_time: Optional[float] = None, max_loss: Optional[float] = None,
+        cores: Optional[Sequence[int]] = None) -> dict:
   """Trains the candidate from scratch in trial_dir; returns the result dict.
 
   {"status": "done" | "early_stop" | "failed", "val_loss", "step_time", "steps",
@@ -126,8 +141,12 @@ def run(trial_dir: str, space: SearchSpace, candidate: Candidate, settings: Tria
   with open(os.path.join(trial_dir, LOG), "w") as log:
     log.write(" ".join(cmd) + "\n")
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir,
-                            preexec_fn=die_with_parent)
+    env = dict(os.environ, **thread_env(len(cores))) if cores else None
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir, env=env,
+                            preexec_fn=die_with_parent(cores))
+    if os.environ.get(FAULT) == f"kill_after_start:{os.path.basename(trial_dir)}":
+      print(f"fault injection: SIGKILL the search during {trial_dir}", flush=True)
+      os.kill(os.getpid(), signal.SIGKILL)
     try:
       returncode = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
