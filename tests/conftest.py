@@ -59,9 +59,13 @@ def glam_tiny_run(tmp_path_factory):
 # stay together (their module fixtures are built once); the users of `glam_tiny_run` form one
 # group across modules. The heaviest groups (measured with --durations) are scheduled first so
 # that no long one starts last.
-HEAVIEST_FIRST = ["glam_tiny_run"]
+HEAVIEST_FIRST = ["glam_tiny_run", "test_search_vizier", "test_search_end_to_end",
+                  "test_config_matrix", "test_generate", "test_scaleout_equivalence",
+                  "test_disk_full", "test_decoding", "test_documented_commands",
+                  "test_benchmarks", "test_train_lock"]
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the marks into node ids
 def pytest_collection_modifyitems(items):
   for item in items:
     if not item.get_closest_marker("xdist_group"):
