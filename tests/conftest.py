@@ -6,12 +6,14 @@ venv's import hook does too; this keeps the suite right without it). TF_CPP_MIN_
 quiets the TF C++ logs of the subprocesses tests start (they inherit the environment).
 """
 
+import collections
 import os
 import pathlib
 
 import gin
 import pytest
 import tensorflow.compat.v1 as tf
+from xdist import scheduler as xdist_scheduler
 
 import brainformer_tf  # pylint: disable=unused-import  (installs the compat shims)
 from harness import brainformer_script, GLAM_TINY_RUN, GLAM_TINY_RUN_STEPS
@@ -57,8 +59,8 @@ def glam_tiny_run(tmp_path_factory):
 
 # Under `pytest -n N --dist loadgroup`, a group's tests run on one worker. Tests of one module
 # stay together (their module fixtures are built once); the users of `glam_tiny_run` form one
-# group across modules. The heaviest groups (measured with --durations) are scheduled first so
-# that no long one starts last.
+# group across modules. The heaviest groups (measured with --durations, docs/testing.md) are
+# handed out first, so that no long one starts last.
 HEAVIEST_FIRST = ["glam_tiny_run", "test_search_vizier", "test_search_end_to_end",
                   "test_config_matrix", "test_generate", "test_scaleout_equivalence",
                   "test_disk_full", "test_decoding", "test_documented_commands",
@@ -72,7 +74,21 @@ def pytest_collection_modifyitems(items):
       group = ("glam_tiny_run" if "glam_tiny_run" in item.fixturenames
                else item.module.__name__)
       item.add_marker(pytest.mark.xdist_group(group))
-  def rank(item):
-    group = item.get_closest_marker("xdist_group").args[0]
-    return HEAVIEST_FIRST.index(group) if group in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
-  items.sort(key=rank)   # stable: within a rank, the collection order
+
+
+class HeaviestGroupsFirst(xdist_scheduler.LoadGroupScheduling):
+  """xdist's loadgroup scheduling (which queues groups by their number of tests), with the
+  groups of HEAVIEST_FIRST at the head of the queue."""
+
+  def _assign_work_unit(self, node):
+    rank = {group: i for i, group in enumerate(HEAVIEST_FIRST)}
+    self.workqueue = collections.OrderedDict(
+        sorted(self.workqueue.items(), key=lambda unit: rank.get(unit[0], len(rank))))
+    super()._assign_work_unit(node)
+
+
+@pytest.hookimpl(optionalhook=True)   # the hook exists where pytest-xdist is loaded
+def pytest_xdist_make_scheduler(config, log):
+  if config.getvalue("dist") == "loadgroup":
+    return HeaviestGroupsFirst(config, log)
+  return None
