@@ -47,8 +47,8 @@ def glam_tiny_run(tmp_path_factory):
   """(model dir, finished process) of one real 40-step `brainformer train` of GLaM tiny, with
   the final validation and the leak-free scoring of 2 rows. The run costs about a minute, so
   the tests that need a trained model dir, its losses or this command's output share it (the
-  glam_tiny_run group below); a test that
-  changes the dir works on `harness.copy_of(glam_tiny_run, path)`."""
+  glam_tiny_run group below); a test that changes the dir works on
+  `harness.copy_of(glam_tiny_run, path)`."""
   model_dir = tmp_path_factory.mktemp("glam_tiny_run") / "model"
   proc = brainformer_script("train", f"--model_dir={model_dir}", *GLAM_TINY_RUN,
                             f"--gin_param=utils.run.train_steps = {GLAM_TINY_RUN_STEPS}",

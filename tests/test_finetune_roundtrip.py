@@ -12,7 +12,7 @@ import pytest
 
 import harness
 
-# end to end: pretrain, fine-tune and eval subprocesses (the module fixture runs them all)
+# end to end: fine-tune, eval and mesh-tf scoring subprocesses (pretraining: conftest's shared run)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CLI = [sys.executable, "-m", "brainformer_tf.cli.main"]
@@ -20,11 +20,10 @@ TASK = "super_glue_cb_local"
 NO_DROPS = "--gin_param=MoE.capacity_factor=8.0"  # = experts of glam_tiny
 
 
-def _run(args, cwd, env, check=True):
+def _run(args, cwd, env):
   proc = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True)
-  if check and proc.returncode:
+  if proc.returncode:
     raise AssertionError(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-  return proc
 
 
 def _jsonl(path):
