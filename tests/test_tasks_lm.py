@@ -1,5 +1,7 @@
 """LM tasks yield tokenized examples whose decoded text is the source text."""
 
+import ast
+import json
 import re
 import unicodedata
 import zlib
@@ -11,6 +13,7 @@ import seqio
 import tensorflow.compat.v1 as tf
 
 import tasks  # pylint: disable=unused-import  (registers the tasks)
+from brainformer_tf.data import default_corpus
 from brainformer_tf.data import text
 from brainformer_tf.data import vocab
 
@@ -88,6 +91,29 @@ class _gin_bindings:
 
   def __exit__(self, *exc):
     gin.clear_config()
+
+
+def test_default_corpus_docstrings_are_cached_under_their_fingerprint(tmp_path, monkeypatch):
+  """Read once (json's module docstring among them, found by an independent ast read), then
+  from the cache file; a corrupt cache file is rebuilt."""
+  monkeypatch.setenv("BRAINFORMER_CACHE_DIR", str(tmp_path))
+  default_corpus.docstring_documents.cache_clear()
+  try:
+    first = default_corpus.docstring_documents()
+    with open(json.__file__, encoding="utf-8") as f:
+      assert ast.get_docstring(ast.parse(f.read())) in first["json/__init__.py"]
+    (cached,) = tmp_path.glob("default_corpus_docstrings_*.json")
+    assert default_corpus.fingerprint() in cached.name
+    default_corpus.docstring_documents.cache_clear()
+    with monkeypatch.context() as m:
+      m.setattr(default_corpus, "read_docstring_documents", lambda: pytest.fail("re-read"))
+      assert default_corpus.docstring_documents() == first
+    cached.write_text("{not json")
+    default_corpus.docstring_documents.cache_clear()
+    assert default_corpus.docstring_documents() == first
+    assert json.loads(cached.read_text()) == first
+  finally:
+    default_corpus.docstring_documents.cache_clear()
 
 
 def test_local_text_files_from_the_environment(tmp_path, monkeypatch):

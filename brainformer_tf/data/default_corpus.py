@@ -11,6 +11,11 @@ Together about 400K SentencePiece tokens: enough for tiny and mini models to tra
 hundred steps without repeating the data many times. The exact text follows the Python patch
 version; caches (vocabularies) are keyed by content.
 
+Reading the docstrings parses every module (seconds of CPU, paid by every training, validation
+and scoring process), so the result is cached in `config.paths.cache_dir()` under the corpus
+fingerprint below: the same fingerprint means the same text, and a cache that cannot be read
+or written is rebuilt or skipped.
+
 Split: a document (a topic, or a module's docstrings) goes to validation when crc32 of its name
 (the topic title, or the module path relative to the stdlib folder) % 10 == 0, else to train.
 Splitting by document keeps near-duplicate neighbouring paragraphs out of validation.
@@ -19,6 +24,7 @@ Splitting by document keeps near-duplicate neighbouring paragraphs out of valida
 import ast
 import functools
 import hashlib
+import json
 import os
 import platform
 import sysconfig
@@ -30,6 +36,8 @@ try:
 except ImportError:  # some distributions package it separately
   topics = None
 
+from brainformer_tf import atomic
+from brainformer_tf.config import paths
 from brainformer_tf.data import text
 
 SPLITS = ("train", "validation")
@@ -76,13 +84,30 @@ def _stdlib_modules() -> List[Tuple[str, str]]:
   return modules
 
 
-def docstring_documents() -> Dict[str, str]:
+def read_docstring_documents() -> Dict[str, str]:
   """Stdlib module path (relative, '/'-separated) -> its long docstrings, blank-line joined."""
   result = {}
   for name, path in _stdlib_modules():
     docs = _module_docstrings(path)
     if docs:
       result[name] = docs
+  return result
+
+
+@functools.lru_cache(maxsize=None)
+def docstring_documents() -> Dict[str, str]:
+  """read_docstring_documents(), through the cache file of this fingerprint."""
+  path = os.path.join(paths.cache_dir(), f"default_corpus_docstrings_{fingerprint()}.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    pass
+  result = read_docstring_documents()
+  try:
+    atomic.write_json(path, result)
+  except OSError:
+    pass  # a read-only cache: the next process reads the modules again
   return result
 
 
