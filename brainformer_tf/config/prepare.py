@@ -181,25 +181,27 @@ def prepare(flags_, for_training=True):
   if flags_.t5_tfds_data_dir:
     t5.data.set_tfds_data_dir_override(flags_.t5_tfds_data_dir)
   parse_and_check(flags_)
-  name = ginutil.mixture_name()
-  if name and ginutil.query("utils.run.mode", "train") == "train":
+  training = ginutil.query("utils.run.mode", "train") == "train"
+  if for_training:  # the cheap checks first: reading the data builds input pipelines
+    check_writable_dir(flags_.model_dir)
+    if training:
+      check_train_steps(flags_.model_dir)
+    if not flags_.tpu:
+      check_local_devices()
+  name = ginutil.mixture_name() if training else None
+  if name:
+    length = gin.query_parameter("utils.run.sequence_length")
     try:
-      check_mixture_or_task(name, "train", gin.query_parameter("utils.run.sequence_length"),
-                            read=for_training)
+      check_mixture_or_task(name, "train", length, read=for_training)
     except DataUnavailable as e:
       if for_training:
         raise
       print(f"brainformer: note: {e} (train will stop there unless it runs where the data is)",
             flush=True)
   if for_training:
-    check_writable_dir(flags_.model_dir)
-    if ginutil.query("utils.run.mode", "train") == "train":
-      check_train_steps(flags_.model_dir)
-      split = _validates_after_training()
-      if name and split:   # found before training, not after it
-        check_mixture_or_task(name, split, gin.query_parameter("utils.run.sequence_length"))
-    if not flags_.tpu:
-      check_local_devices()
+    split = name and _validates_after_training()
+    if split:   # found before training, not after it
+      check_mixture_or_task(name, split, length)
     gin.bind_parameter("run.vocabulary", mesh_transformer.get_vocabulary())
     nan_guard.install()
     gin.finalize()
