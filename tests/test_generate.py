@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
+import harness
+
 from brainformer_tf.config import ginutil
 from brainformer_tf.evaluation import generate
 from brainformer_tf.evaluation import leakfree
@@ -137,11 +139,11 @@ def _decode(*args, stdin=None):
 
 
 @pytest.mark.slow
-def test_decode_command_writes_one_line_per_prompt(checkpoint_dir, reference, tmp_path):
+def test_decode_command_writes_one_line_per_prompt(checkpoint_dir, reference, tmp_path, capfd):
   """Greedy through the command equals the reference's tokens, decoded; an over-long prompt
   keeps its end with a warning; sampling repeats across processes with the same seed; an
   empty input, a non-causal model and a model that does not match the checkpoint are one-line
-  errors (exit 2) that write nothing."""
+  errors (exit 2) that write nothing (the command's main() in this process)."""
   vocabulary = leakfree.vocabulary()
   long_prompt = " ".join(["the cat sat on the mat"] * 10)
   lines = ["The history of the", "In 1990 the", long_prompt]
@@ -164,24 +166,23 @@ def test_decode_command_writes_one_line_per_prompt(checkpoint_dir, reference, tm
   assert sampled[0].returncode == 0, sampled[0].stderr[-2000:]
   assert sampled[0].stdout == sampled[1].stdout and sampled[0].stdout.count("\n") == 1
   (tmp_path / "empty.txt").write_text("")
-  empty = _decode(f"--checkpoint={checkpoint_dir}", f"--input={tmp_path}/empty.txt",
-                  f"--output={out}")
-  assert empty.returncode == 2 and "no prompts (empty input)" in empty.stderr
-  assert "Traceback" not in empty.stderr and out.read_text().count("\n") == 3
+  code, stderr = harness.brainformer_in_process(
+      ["decode", f"--checkpoint={checkpoint_dir}", f"--input={tmp_path}/empty.txt",
+       f"--output={out}"], capfd)
+  assert code == 2 and "no prompts (empty input)" in stderr
+  assert "Traceback" not in stderr and out.read_text().count("\n") == 3
   ec_dir = tmp_path / "ec"
   ec_dir.mkdir()
   _save_initialised(ec_dir, "models/glam_ec_tiny.gin")
-  refused = _decode(f"--checkpoint={ec_dir}", f"--input={tmp_path}/prompts.txt",
-                    f"--sequence_length={LENGTH}", "--max_new_tokens=4")
-  assert refused.returncode == 2, refused.stderr[-2000:]
-  assert "routes with non-causal expert choice" in refused.stderr
-  assert "Traceback" not in refused.stderr
-  mismatch = _decode(f"--checkpoint={checkpoint_dir}", f"--input={tmp_path}/prompts.txt",
-                     f"--sequence_length={LENGTH}", "--max_new_tokens=4",
-                     "--gin_param=d_ff = 96")
-  assert mismatch.returncode == 2, mismatch.stderr[-2000:]
-  assert "model does not match checkpoint" in mismatch.stderr
-  assert "Traceback" not in mismatch.stderr
+  code, stderr = harness.brainformer_in_process(
+      ["decode", f"--checkpoint={ec_dir}", f"--input={tmp_path}/prompts.txt",
+       f"--sequence_length={LENGTH}", "--max_new_tokens=4"], capfd)
+  assert code == 2 and "routes with non-causal expert choice" in stderr, stderr[-2000:]
+  code, stderr = harness.brainformer_in_process(
+      ["decode", f"--checkpoint={checkpoint_dir}", f"--input={tmp_path}/prompts.txt",
+       f"--sequence_length={LENGTH}", "--max_new_tokens=4", "--gin_param=d_ff = 96"], capfd)
+  assert code == 2 and "model does not match checkpoint" in stderr, stderr[-2000:]
+  assert "Traceback" not in stderr
 
 
 LOAD = """
