@@ -48,7 +48,7 @@ def test_candidates_round_trip_through_the_block_notation(name):
     text = str(candidate.block)
     assert spec_lib.parse(text) == candidate.block
     assert Candidate.from_json(candidate.to_json()) == candidate
-    assert space_lib.dna_from_json(name, dna.to_numbers()) == dna
+    assert pg.DNA.from_numbers(dna.to_numbers(), space_lib.dna_spec(name)) == dna  # state.json
     # decode reads the DNA's numbers; PyGlove's materialize is the independent reference, and
     # the materialised value encodes back to the same DNA.
     value = pg.materialize(space_lib.hyper(name), dna)

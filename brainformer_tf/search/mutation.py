@@ -1,17 +1,9 @@
 """Mutations, the random initial population and the search algorithms, all PyGlove's.
 
-Operators (each a PyGlove mutator on the DNA of `space.hyper`; the paper lists none of its own):
-  layer        a sub-layer slot is re-drawn (mutators.Uniform on slot decisions): insert (an
-               empty slot gets a sub-layer), delete (a sub-layer becomes empty) or a new type
-               with fresh settings, in place
-  swap         two sub-layer slots trade places (mutators.Swap)
-  model_dim, heads, width, gating, capacity, activation
-               that setting of one sub-layer (or the model dim) is re-drawn (mutators.Uniform)
-`BlockMutator` picks an operator uniformly and retries until the child is a valid candidate
-(`space.check`) that differs from its parent; the child's DNA metadata names the operator and
-the parent's trial. `RandomBlocks` draws the initial population: uniform slot choices,
-invalid draws rejected. `algorithm(config, seed)`: PyGlove's regularized (aging) evolution
-(Real et al. 2019, paper Algorithm 1) or NSGA-II over two objectives, with these operations.
+Operators, PyGlove mutators on the DNA of `space.hyper` (the paper names none): `layer`
+re-draws a sub-layer slot (an empty slot gets a sub-layer = insert, a sub-layer becomes empty
+= delete, or a new type in place), `swap` trades two slots, and `model_dim`, `heads`, `width`,
+`gating`, `capacity`, `activation` re-draw that setting of one sub-layer (or the model dim).
 """
 
 import random
@@ -48,7 +40,8 @@ def _operator(name: str, seed: int) -> pg.evolution.Mutator:
     ("seed", pg.typing.Int().noneable(), "Random seed."),
 ])
 class BlockMutator(pg.evolution.Mutator):
-  """One operator, drawn uniformly, until the child is valid and differs from the parent."""
+  """One operator, drawn uniformly, until the child is valid and differs from the parent; the
+  child's metadata names the operator and the parent's trial."""
 
   def _on_bound(self):
     super()._on_bound()

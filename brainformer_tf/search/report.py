@@ -1,4 +1,5 @@
-"""Search outputs, rebuilt from the state at any time (`brainformer search --report_only`).
+"""Search outputs, rebuilt from the state at any time (`brainformer search --report_only`), and
+the progress line of a finished job.
 
   search_log.json   every trial and baseline: block, result, reward (and the settings), the
                     ranking, and the Pareto front over (validation loss, step time)
@@ -10,6 +11,7 @@
 """
 
 import glob
+import itertools
 import os
 
 import matplotlib
@@ -72,11 +74,8 @@ def plot(state: dict, path: str) -> str:
   ids = [t["id"] for t in trials]
   rewards = [t["reward"] for t in trials]
   top.scatter(ids, rewards, c=["tab:red" if r < 0 else "tab:blue" for r in rewards], s=18)
-  best, running = [], float("-inf")
-  for r in rewards:
-    running = max(running, r)
-    best.append(running)
-  top.step(ids, best, where="post", color="black", label="best so far")
+  top.step(ids, list(itertools.accumulate(rewards, max)), where="post", color="black",
+           label="best so far")
   top.axhline(1.0, color="tab:orange", ls="--", label="GLaM (reward 1 by definition)")
   top.set_ylabel("reward (-1 = early stop)")
   top.legend(loc="lower right")
@@ -104,22 +103,40 @@ def plot(state: dict, path: str) -> str:
   return path
 
 
+def numbers(result: dict) -> str:
+  """'val <loss> step <ms>ms x<steps>' of a job's result; '' without a validation loss."""
+  if result.get("val_loss") is None or not result.get("step_time"):
+    return ""
+  return (f"val {result['val_loss']:.4f} step {1000 * result['step_time']:.1f}ms "
+          f"x{result['steps']}")
+
+
 def summary(state: dict) -> str:
   """Best block against the baselines: val loss and step time, same wall-clock budget."""
-  lines = []
-  for name, job in state["references"].items():
-    r = job["result"] or {}
-    if r.get("val_loss") is not None:
-      lines.append(f"  {name:7s} val {r['val_loss']:.4f}  step {1000 * r['step_time']:.1f}ms "
-                   f"x{r['steps']}  {Candidate.from_json(job['candidate'])}")
-  best = ranked(state)[:1]
-  if best:
-    r = best[0]["result"]
-    numbers = (f"val {r['val_loss']:.4f}  step {1000 * r['step_time']:.1f}ms x{r['steps']}"
-               if r["val_loss"] is not None else r["status"])
-    lines.append(f"  best    trial {best[0]['id']} reward {best[0]['reward']:+.4f}  {numbers}  "
-                 f"{Candidate.from_json(best[0]['candidate'])}")
+  lines = [f"  {name:7s} {numbers(job['result'])}  {Candidate.from_json(job['candidate'])}"
+           for name, job in state["references"].items() if numbers(job["result"] or {})]
+  for best in ranked(state)[:1]:  # none before the first trial finished
+    lines.append(f"  best    trial {best['id']} reward {best['reward']:+.4f}  "
+                 f"{numbers(best['result']) or best['status']}  "
+                 f"{Candidate.from_json(best['candidate'])}")
   front = sorted(pareto(state), key=lambda i: state["trials"][i]["result"]["step_time"])
   if front:
     lines.append(f"  Pareto front (val loss, step time), fastest first: trials {front}")
   return "\n".join(lines)
+
+
+def progress_line(state: dict, job: dict) -> str:
+  """One line per finished job of a local study: result, reward, the best so far, the block."""
+  r = job["result"]
+  if isinstance(job["id"], str):
+    head = f"reference {job['id']:6s} {r['status']}"
+  else:
+    origin = f"{job['operator']} of {job['parent']}" if job["parent"] is not None else "random"
+    head = (f"trial {job['id']:3d} [{len(state['finished'])}/{state['config']['trials']}] "
+            f"({origin}) {r['status']} reward {job['reward']:+.3f}")
+  tail = f" stopped: {r['early_stop']}" if r.get("early_stop") else ""
+  if r["status"] == "failed":
+    tail += f" error: {r.get('error', '')[:200]}"
+  best = ranked(state)[:1]
+  best = f" | best {best[0]['reward']:+.3f} (trial {best[0]['id']})" if best else ""
+  return f"{head} {numbers(r)}{tail}{best} | {Candidate.from_json(job['candidate'])}"

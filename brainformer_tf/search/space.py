@@ -1,15 +1,9 @@
-"""The search space of paper Table 1, its scaled-down CPU variants, as PyGlove hyper values.
+"""The search space of paper Table 1 and its scaled-down CPU variants, as PyGlove hyper values.
 
-A candidate is a model dim plus a block (`blocks.spec.BlockSpec`, the project's one block
-representation) whose every sub-layer carries all its searched settings: `a[h=..]`,
-`f[H=..,act=..]`, `g[<gating>,c=..,H=..,act=..]`. What the space fixes for every candidate
-(head size, experts, proxy stack depth) goes into the Gin file, not the block.
-
-`hyper(space)` is the space as a PyGlove symbolic space: the model dim `pg.oneof` the choices,
-and `max_layers` sub-layer slots (`pg.manyof`, not distinct, not sorted), each one of None (no
-sub-layer), `a`, `f` or `g` with `pg.oneof` settings. A PyGlove DNA materialises to a candidate
-with `decode`: the non-empty slots in order. Valid candidates (`check`): min..max_layers
-sub-layers, at least one attention.
+A candidate is a model dim plus a block (`blocks.spec.BlockSpec`) whose every sub-layer writes
+out its searched settings: `a[h=..]`, `f[H=..,act=..]`, `g[<gating>,c=..,H=..,act=..]`. What
+the space fixes (head size, experts, proxy depth) goes into the Gin file, not the block. A
+PyGlove DNA of `hyper(space)` decodes to a candidate (`decode`); `check` says if it is valid.
 """
 
 import dataclasses
@@ -46,15 +40,6 @@ class SearchSpace:
   reference_repeats: int = 2  # glam = (a f)(a g) x this, dense = (a f) x 2*this
   # Paper Block 1 assumption (docs/search.md): d and d_ffn = d_moe; heads = max(heads).
   block1: Tuple[int, int] = (1024, 2048)
-
-  def __post_init__(self):
-    for field in ("model_dims", "ffn_hidden", "moe_hidden", "heads", "gatings",
-                  "capacity_factors", "activations"):
-      if not getattr(self, field):
-        raise ValueError(f"SearchSpace {self.name!r}: {field} is empty")
-    if not 1 <= self.min_layers <= self.max_layers:
-      raise ValueError(f"SearchSpace {self.name!r}: need 1 <= min_layers ({self.min_layers}) "
-                       f"<= max_layers ({self.max_layers})")
 
   def choices(self, kind: str) -> Dict[str, tuple]:
     """SubLayer field -> allowed values, for sub-layer letter `kind`."""
@@ -144,11 +129,9 @@ def dna_spec(name: str) -> pg.DNASpec:
 
 
 def decode(name: str, dna: pg.DNA) -> Candidate:
-  """The candidate a DNA of space `name` materialises to (not checked, see `check`).
-
-  Reads the DNA's numbers (depth first: the model dim's choice, then per slot the choice of
-  None / a / f / g followed by its settings' choices in `choices` order), which is what
-  `pg.materialize(hyper(name), dna)` would build, about a hundred times faster.
+  """The candidate a DNA of space `name` materialises to (not checked, see `check`): what
+  `pg.materialize(hyper(name), dna)` builds, a hundred times faster, from the DNA's numbers
+  (the model dim's choice, then per slot None / a / f / g and its settings in `choices` order).
   """
   space, numbers = get(name), iter(dna.to_numbers())
   d_model = space.model_dims[next(numbers)]
@@ -161,21 +144,12 @@ def decode(name: str, dna: pg.DNA) -> Candidate:
   return Candidate(d_model, spec_lib.BlockSpec(tuple(layers)))
 
 
-def dna_from_json(name: str, numbers) -> pg.DNA:
-  """The DNA that `dna.to_numbers()` wrote (state files, Vizier trial metadata)."""
-  return pg.DNA.from_numbers(numbers, dna_spec(name))
-
-
 def valid(name: str, dna: pg.DNA) -> bool:
   try:
     check(get(name), decode(name, dna))
   except ValueError:  # the checks above, or an empty block (BlockSpecError)
     return False
   return True
-
-
-def _nearest(values, target):
-  return min(values, key=lambda v: abs(v - target))
 
 
 def references(space: SearchSpace) -> Dict[str, Candidate]:
@@ -186,33 +160,25 @@ def references(space: SearchSpace) -> Dict[str, Candidate]:
   assumption a g f a g f g f, gated GeLU, expert choice c = 1, the most heads. Widths are the
   space's baseline / Block 1 widths (or the nearest choice).
   """
-  def sub(kind, **settings):
-    return spec_lib.SubLayer(kind, **settings)
+  nearest = lambda values, target: min(values, key=lambda v: abs(v - target))
+  named = lambda values, name: name if name in values else values[0]
 
-  d, h, H = space.base_model_dim, space.base_heads, space.base_hidden
-  a = sub("a", heads=_nearest(space.heads, h))
-  f = sub("f", hidden=_nearest(space.ffn_hidden, H), activation=_act(space, "gated_gelu"))
-  f_relu = sub("f", hidden=_nearest(space.ffn_hidden, H), activation=_act(space, "relu"))
-  g = sub("g", gating=_gating(space, "top_2"), capacity_factor=_nearest(space.capacity_factors, 2),
-          hidden=_nearest(space.moe_hidden, H), activation=_act(space, "relu"))
-  bd, bH = space.block1
-  ba = sub("a", heads=max(space.heads))
-  bf = sub("f", hidden=_nearest(space.ffn_hidden, bH), activation=_act(space, "gated_gelu"))
-  bg = sub("g", gating=_gating(space, "expert_choice"),
-           capacity_factor=_nearest(space.capacity_factors, 1), hidden=_nearest(space.moe_hidden, bH),
-           activation=_act(space, "gated_gelu"))
-  n = space.reference_repeats
-  blocks = {"glam": [a, f, a, g] * n, "dense": [a, f_relu] * (2 * n),
-            "block1": [ba, bg, bf, ba, bg, bf, bg, bf]}
-  dims = {"glam": d, "dense": d, "block1": bd}
-  return {name: Candidate(_nearest(space.model_dims, dims[name]),
-                          spec_lib.BlockSpec(tuple(layers)))
-          for name, layers in blocks.items()}
+  def ffn(hidden, activation):
+    return spec_lib.SubLayer("f", hidden=nearest(space.ffn_hidden, hidden),
+                             activation=named(space.activations, activation))
 
+  def moe(gating, capacity_factor, hidden, activation):
+    return spec_lib.SubLayer(
+        "g", gating=named(space.gatings, gating), hidden=nearest(space.moe_hidden, hidden),
+        capacity_factor=nearest(space.capacity_factors, capacity_factor),
+        activation=named(space.activations, activation))
 
-def _act(space, name):
-  return name if name in space.activations else space.activations[0]
-
-
-def _gating(space, name):
-  return name if name in space.gatings else space.gatings[0]
+  d, H, n = space.base_model_dim, space.base_hidden, space.reference_repeats
+  a, f = spec_lib.SubLayer("a", heads=nearest(space.heads, space.base_heads)), ffn(H, "gated_gelu")
+  g = moe("top_2", 2, H, "relu")
+  (bd, bH), ba = space.block1, spec_lib.SubLayer("a", heads=max(space.heads))
+  bf, bg = ffn(bH, "gated_gelu"), moe("expert_choice", 1, bH, "gated_gelu")
+  blocks = {"glam": (d, [a, f, a, g] * n), "dense": (d, [a, ffn(H, "relu")] * (2 * n)),
+            "block1": (bd, [ba, bg, bf, ba, bg, bf, bg, bf])}
+  return {name: Candidate(nearest(space.model_dims, dim), spec_lib.BlockSpec(tuple(layers)))
+          for name, (dim, layers) in blocks.items()}

@@ -24,7 +24,6 @@ from brainformer_tf.blocks import spec as spec_lib
 from brainformer_tf.search.space import Candidate
 from brainformer_tf.search.space import SearchSpace
 from brainformer_tf.training import budget as budget_lib
-
 from brainformer_tf.training import progress
 
 MODEL_GIN = "model.gin"
@@ -32,22 +31,16 @@ LOG = "train.log"
 FAULT = "BRAINFORMER_SEARCH_FAULT"
 
 
-def scale_model_dim(candidate: Candidate, factor: int) -> Candidate:
-  """ScaleModelDim: d_model and every hidden size times `factor` (heads are kept)."""
-  layers = [dataclasses.replace(l, hidden=l.hidden * factor) if l.hidden else l
-            for l in candidate.block.layers]
-  return Candidate(candidate.d_model * factor,
-                   spec_lib.BlockSpec(tuple(layers), candidate.block.groups))
-
-
 def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = None,
               scale: int = 1, title: str = "") -> str:
   """A Gin model file for the candidate: block_base + widths; the block stacked `stack` times.
 
-  scale > 1 applies ScaleModelDim (head size scales too); `stack` is StackNTimes (default: the
-  space's proxy depth).
+  `stack` is StackNTimes (default: the space's proxy depth); scale > 1 is ScaleModelDim:
+  d_model, every hidden size and the head size times `scale` (heads are kept).
   """
-  scaled = scale_model_dim(candidate, scale) if scale != 1 else candidate
+  scaled = Candidate(candidate.d_model * scale, spec_lib.BlockSpec(tuple(
+      dataclasses.replace(l, hidden=l.hidden * scale) if l.hidden else l
+      for l in candidate.block.layers), candidate.block.groups))
   layers = scaled.block.layers
   ffn = [l.hidden for l in layers if l.kind == "f"]
   heads = [l.heads for l in layers if l.kind == "a"]
@@ -72,37 +65,25 @@ def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = N
   return "\n".join(lines)
 
 
-@dataclasses.dataclass
-class TrialSettings:
-  """How every trial of a search is trained (same for the baselines)."""
-  budget_s: float
-  clock: str = "wall"                 # budget.settings.clock: wall or process (CPU) seconds
-  recipe: str = "search/cpu_proxy.gin"
-  train_files: Sequence[str] = ()
-  validation_files: Sequence[str] = ()
-  gin_params: Sequence[str] = ()
-  timeout_s: Optional[float] = None   # kill a trial after this long (default 4x budget + 10 min)
-
-
-def command(trial_dir: str, settings: TrialSettings, max_step_time=None, max_loss=None):
+def command(trial_dir: str, config: dict, max_step_time=None, max_loss=None):
   """The `brainformer train` command line of a trial whose model.gin is in trial_dir."""
-  params = [f"budget.settings.seconds = {settings.budget_s}",
-            f"budget.settings.clock = '{settings.clock}'"]
+  params = [f"budget.settings.seconds = {config['budget_s']}",
+            f"budget.settings.clock = '{config['clock']}'"]
   if max_step_time is not None:
     params.append(f"budget.settings.max_step_time = {max_step_time}")
   if max_loss is not None:
     params.append(f"budget.settings.max_loss = {max_loss}")
-  if settings.train_files:
-    files = [os.path.abspath(f) for f in settings.train_files]
+  if config["train_files"]:
+    files = [os.path.abspath(f) for f in config["train_files"]]
     params += ["MIXTURE_NAME = 'local_text_lm'", f"local_text_files.train = {files!r}",
                f"vocabulary_settings.train_files = {files!r}"]
-  if settings.validation_files:
-    files = [os.path.abspath(f) for f in settings.validation_files]
+  if config["validation_files"]:
+    files = [os.path.abspath(f) for f in config["validation_files"]]
     params.append(f"local_text_files.validation = {files!r}")
-  params += list(settings.gin_params)
+  params += list(config["gin_params"])
   return ([sys.executable, "-m", "brainformer_tf.cli.main", "train",
            f"--model_dir={os.path.join(trial_dir, 'model')}",
-           f"--gin_file={os.path.join(trial_dir, MODEL_GIN)}", f"--gin_file={settings.recipe}"]
+           f"--gin_file={os.path.join(trial_dir, MODEL_GIN)}", f"--gin_file={config['recipe']}"]
           + [f"--gin_param={p}" for p in params])
 
 
@@ -122,10 +103,12 @@ def thread_env(threads):
           "OMP_NUM_THREADS": str(threads)}
 
 
-def run(trial_dir: str, space: SearchSpace, candidate: Candidate, settings: TrialSettings,
+def run(trial_dir: str, space: SearchSpace, candidate: Candidate, config: dict,
         max_step_time: Optional[float] = None, max_loss: Optional[float] = None,
         cores: Optional[Sequence[int]] = None) -> dict:
-  """Trains the candidate from scratch in trial_dir; returns the result dict.
+  """Trains the candidate from scratch in trial_dir as the search `config` says (budget_s,
+  clock, recipe, train/validation files, gin_params; timeout_s, default 4x budget + 10 min);
+  returns the result dict:
 
   {"status": "done" | "early_stop" | "failed", "val_loss", "step_time", "steps",
    "check": {...} (loss and step time at check_at of the budget), "early_stop": reason,
@@ -135,12 +118,11 @@ def run(trial_dir: str, space: SearchSpace, candidate: Candidate, settings: Tria
   os.makedirs(trial_dir)
   with open(os.path.join(trial_dir, MODEL_GIN), "w") as f:
     f.write(model_gin(space, candidate, title=str(candidate)))
-  cmd = command(trial_dir, settings, max_step_time, max_loss)
-  timeout = settings.timeout_s or 4 * settings.budget_s + 600
+  cmd = command(trial_dir, config, max_step_time, max_loss)
+  timeout = config["timeout_s"] or 4 * config["budget_s"] + 600
   start = time.time()
   with open(os.path.join(trial_dir, LOG), "w") as log:
-    log.write(" ".join(cmd) + "\n")
-    log.flush()
+    print(" ".join(cmd), file=log, flush=True)
     env = dict(os.environ, **thread_env(len(cores))) if cores else None
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir, env=env,
                             preexec_fn=die_with_parent(cores))
@@ -170,9 +152,8 @@ def read_result(model_dir: str) -> dict:
     val = line.get("validation_loss", val)
     leak_free = line.get("validation_loss_leak_free", leak_free)
   val = leak_free if leak_free is not None else val
-  status = "early_stop" if record.get("early_stop") else "done"
-  if not end or val is None:
-    status = "failed"
+  status = ("failed" if not end or val is None
+            else "early_stop" if record.get("early_stop") else "done")
   return {"status": status, "val_loss": val, "step_time": end.get("step_time"),
           "steps": end.get("step"), "check": record.get("check"),
           "early_stop": record.get("early_stop")}
