@@ -19,18 +19,14 @@ ALGORITHMS = ("regularized_evolution", "nsga2")
 ATTEMPTS = 100
 
 
-def _key(dna: pg.DNA):
-  """The decision's key: a slot's index in `layers`, a setting's name; None at the root."""
-  location = dna.spec.location
-  return None if location.is_root else location.key
-
-
 def _operator(name: str, seed: int) -> pg.evolution.Mutator:
   if name == "swap":
     return pg.evolution.mutators.Swap(seed=seed)  # the only multi-choice node: the slots
-  if name == "layer":
-    return pg.evolution.mutators.Uniform(where=lambda dna: isinstance(_key(dna), int), seed=seed)
-  return pg.evolution.mutators.Uniform(where=lambda dna: _key(dna) == _SETTINGS[name], seed=seed)
+
+  def where(dna):  # a decision's key: a slot's index in `layers`, a setting's name
+    key = None if dna.spec.location.is_root else dna.spec.location.key
+    return isinstance(key, int) if name == "layer" else key == _SETTINGS[name]
+  return pg.evolution.mutators.Uniform(where=where, seed=seed)
 
 
 @pg.members([
@@ -86,8 +82,8 @@ def algorithm(config: dict, history=()) -> pg.evolution.Evolution:
   else:
     evolution = pg.evolution.regularized_evolution(
         mutator, config["population"], config["tournament"], seed)
-  initial = evolution.population_init[1]
-  evolution.rebind(population_init=(RandomBlocks(seed=seed, space=config["space"]), initial))
+  evolution.rebind(population_init=(RandomBlocks(seed=seed, space=config["space"]),
+                                    evolution.population_init[1]))
   evolution.setup(space_lib.dna_spec(config["space"]))
   evolution.recover(history)
   return evolution

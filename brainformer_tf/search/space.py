@@ -158,27 +158,25 @@ def references(space: SearchSpace) -> Dict[str, Candidate]:
   glam: (a f)(a g) x reference_repeats, gated-GeLU FFN, top-2 experts with ReLU, c = 2
   (GLaM); dense: (a f) x 2*reference_repeats, ReLU FFN; block1: the paper's Block 1
   assumption a g f a g f g f, gated GeLU, expert choice c = 1, the most heads. Widths are the
-  space's baseline / Block 1 widths (or the nearest choice).
+  space's baseline / Block 1 widths: each number the nearest choice, each name the space's
+  first choice where the space lacks it.
   """
   nearest = lambda values, target: min(values, key=lambda v: abs(v - target))
-  named = lambda values, name: name if name in values else values[0]
 
-  def ffn(hidden, activation):
-    return spec_lib.SubLayer("f", hidden=nearest(space.ffn_hidden, hidden),
-                             activation=named(space.activations, activation))
-
-  def moe(gating, capacity_factor, hidden, activation):
-    return spec_lib.SubLayer(
-        "g", gating=named(space.gatings, gating), hidden=nearest(space.moe_hidden, hidden),
-        capacity_factor=nearest(space.capacity_factors, capacity_factor),
-        activation=named(space.activations, activation))
+  def sub(kind, **wanted):
+    choices = space.choices(kind)
+    return spec_lib.SubLayer(kind, **{
+        f: nearest(choices[f], v) if not isinstance(v, str) else v if v in choices[f]
+        else choices[f][0] for f, v in wanted.items()})
 
   d, H, n = space.base_model_dim, space.base_hidden, space.reference_repeats
-  a, f = spec_lib.SubLayer("a", heads=nearest(space.heads, space.base_heads)), ffn(H, "gated_gelu")
-  g = moe("top_2", 2, H, "relu")
-  (bd, bH), ba = space.block1, spec_lib.SubLayer("a", heads=max(space.heads))
-  bf, bg = ffn(bH, "gated_gelu"), moe("expert_choice", 1, bH, "gated_gelu")
-  blocks = {"glam": (d, [a, f, a, g] * n), "dense": (d, [a, ffn(H, "relu")] * (2 * n)),
+  a, f = sub("a", heads=space.base_heads), sub("f", hidden=H, activation="gated_gelu")
+  g = sub("g", gating="top_2", capacity_factor=2, hidden=H, activation="relu")
+  (bd, bH), ba = space.block1, sub("a", heads=max(space.heads))
+  bf = sub("f", hidden=bH, activation="gated_gelu")
+  bg = sub("g", gating="expert_choice", capacity_factor=1, hidden=bH, activation="gated_gelu")
+  blocks = {"glam": (d, [a, f, a, g] * n),
+            "dense": (d, [a, sub("f", hidden=H, activation="relu")] * (2 * n)),
             "block1": (bd, [ba, bg, bf, ba, bg, bf, bg, bf])}
   return {name: Candidate(nearest(space.model_dims, dim), spec_lib.BlockSpec(tuple(layers)))
           for name, (dim, layers) in blocks.items()}

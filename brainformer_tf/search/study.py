@@ -187,26 +187,22 @@ class Study:
   def next_job(self):
     """The job to run next (marked running), WAIT or ALL_DONE."""
     with self._lock:
-      refs = self.state["references"]
+      refs, trials, config = self.state["references"], self.state["trials"], self.state["config"]
       ready = [j for j in refs.values() if j["status"] == "pending"]
       if refs["glam"]["status"] in FINISHED and self.local_trials:
-        ready += [j for j in self.state["trials"] if j["status"] == "pending"]
-        if not ready and len(self.state["trials"]) < self.state["config"]["trials"]:
-          ready = [self._propose()]
+        ready += [j for j in trials if j["status"] == "pending"]
+        if not ready and len(trials) < config["trials"]:  # a new trial from the algorithm
+          dna = self._algorithm.propose().set_metadata("trial", len(trials))
+          trials.append(job(len(trials), space_lib.decode(config["space"], dna),
+                            dna=dna.to_numbers(), dna_metadata=dict(dna.metadata),
+                            parent=dna.metadata.get("parent"),
+                            operator=dna.metadata.get("operator")))
+          ready = trials[-1:]
       if not ready:
         return WAIT if any(j["status"] == "running" for j in self._jobs()) else ALL_DONE
       ready[0].update(status="running", attempts=ready[0]["attempts"] + 1)
       self._save()
       return dict(ready[0])
-
-  def _propose(self) -> dict:
-    trial_id, name = len(self.state["trials"]), self.state["config"]["space"]
-    dna = self._algorithm.propose().set_metadata("trial", trial_id)
-    proposed = job(trial_id, space_lib.decode(name, dna), dna=dna.to_numbers(),
-                   dna_metadata=dict(dna.metadata), parent=dna.metadata.get("parent"),
-                   operator=dna.metadata.get("operator"))
-    self.state["trials"].append(proposed)
-    return proposed
 
   def record(self, job_id, result: dict) -> dict:
     """Stores a finished job's result; a trial's reward goes back to the algorithm."""

@@ -1,13 +1,11 @@
 """One trial: the candidate as a Gin model file, trained by a `brainformer train` subprocess.
 
-The subprocess trains the proxy (the block stacked `space.stack` times) under the recipe Gin
-file for a fixed wall-clock budget (`brainformer_tf.training.budget`), with the early-stop
-thresholds of the search, then validates; the result comes from its budget.json and
-train_log.jsonl. The subprocess dies with its parent (PR_SET_PDEATHSIG), so a killed search
-leaves no orphan trial behind. `cores` pins a trial to CPU cores and as many TF threads.
-
-Fault injection for the tests: BRAINFORMER_SEARCH_FAULT=kill_after_start:<trial dir name>
-(e.g. trial_0000) SIGKILLs the search process right after that trial's subprocess started.
+The subprocess trains the proxy (the block stacked `space.stack` times) with the recipe for a
+fixed wall-clock budget (`training.budget`) under the search's early-stop thresholds, then
+validates; the result comes from its budget.json and train_log.jsonl. It dies with its parent
+(PR_SET_PDEATHSIG), so a killed search leaves no orphan; `cores` pins it to CPU cores and as
+many TF threads. For the tests, BRAINFORMER_SEARCH_FAULT=kill_after_start:<trial dir name>
+(e.g. trial_0000) SIGKILLs the search right after that trial's subprocess started.
 """
 
 import ctypes
@@ -41,10 +39,8 @@ def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = N
   scaled = Candidate(candidate.d_model * scale, spec_lib.BlockSpec(tuple(
       dataclasses.replace(l, hidden=l.hidden * scale) if l.hidden else l
       for l in candidate.block.layers), candidate.block.groups))
-  layers = scaled.block.layers
-  ffn = [l.hidden for l in layers if l.kind == "f"]
-  heads = [l.heads for l in layers if l.kind == "a"]
-  stack = stack or space.stack
+  ffn = [l.hidden for l in scaled.block.layers if l.kind == "f"]
+  heads = [l.heads for l in scaled.block.layers if l.kind == "a"]
   lines = [
       "# -*-Python-*-",
       f"# {title or 'Block found by brainformer search'} (space {space.name!r}; "
@@ -53,7 +49,7 @@ def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = N
       "",
       f"d_model = {scaled.d_model}",
       f"d_kv = {space.d_kv * scale}",
-      f"num_layers = {stack}  # StackNTimes: the block is repeated this many times",
+      f"num_layers = {stack or space.stack}  # StackNTimes: the block is repeated this many times",
       f"num_experts = {space.num_experts}"
       + ("  # the proxy's; the paper uses 64 at 1B and 8B scale" if scale > 1 else ""),
       "# d_ff and num_heads are lm_base macros; every sub-layer of the block sets its own.",
@@ -69,32 +65,21 @@ def command(trial_dir: str, config: dict, max_step_time=None, max_loss=None):
   """The `brainformer train` command line of a trial whose model.gin is in trial_dir."""
   params = [f"budget.settings.seconds = {config['budget_s']}",
             f"budget.settings.clock = '{config['clock']}'"]
-  if max_step_time is not None:
-    params.append(f"budget.settings.max_step_time = {max_step_time}")
-  if max_loss is not None:
-    params.append(f"budget.settings.max_loss = {max_loss}")
-  if config["train_files"]:
-    files = [os.path.abspath(f) for f in config["train_files"]]
-    params += ["MIXTURE_NAME = 'local_text_lm'", f"local_text_files.train = {files!r}",
-               f"vocabulary_settings.train_files = {files!r}"]
-  if config["validation_files"]:
-    files = [os.path.abspath(f) for f in config["validation_files"]]
-    params.append(f"local_text_files.validation = {files!r}")
+  for name, value in (("max_step_time", max_step_time), ("max_loss", max_loss)):
+    if value is not None:
+      params.append(f"budget.settings.{name} = {value}")
+  train, valid = ([os.path.abspath(f) for f in config[key]]
+                  for key in ("train_files", "validation_files"))
+  if train:
+    params += ["MIXTURE_NAME = 'local_text_lm'", f"local_text_files.train = {train!r}",
+               f"vocabulary_settings.train_files = {train!r}"]
+  if valid:
+    params.append(f"local_text_files.validation = {valid!r}")
   params += list(config["gin_params"])
   return ([sys.executable, "-m", "brainformer_tf.cli.main", "train",
            f"--model_dir={os.path.join(trial_dir, 'model')}",
            f"--gin_file={os.path.join(trial_dir, MODEL_GIN)}", f"--gin_file={config['recipe']}"]
           + [f"--gin_param={p}" for p in params])
-
-
-def die_with_parent(cores=None):
-  """A preexec_fn: the child gets SIGKILL when its parent dies, and runs on `cores`."""
-  def preexec():
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if cores:
-      os.sched_setaffinity(0, cores)
-  return preexec
 
 
 def thread_env(threads):
@@ -121,11 +106,16 @@ def run(trial_dir: str, space: SearchSpace, candidate: Candidate, config: dict,
   cmd = command(trial_dir, config, max_step_time, max_loss)
   timeout = config["timeout_s"] or 4 * config["budget_s"] + 600
   start = time.time()
+
+  def preexec():  # in the child: SIGKILL when its parent dies (PR_SET_PDEATHSIG), run on cores
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    if cores:
+      os.sched_setaffinity(0, cores)
   with open(os.path.join(trial_dir, LOG), "w") as log:
     print(" ".join(cmd), file=log, flush=True)
     env = dict(os.environ, **thread_env(len(cores))) if cores else None
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir, env=env,
-                            preexec_fn=die_with_parent(cores))
+                            preexec_fn=preexec)
     if os.environ.get(FAULT) == f"kill_after_start:{os.path.basename(trial_dir)}":
       print(f"fault injection: SIGKILL the search during {trial_dir}", flush=True)
       os.kill(os.getpid(), signal.SIGKILL)

@@ -21,7 +21,6 @@ from brainformer_tf.search import study as study_lib
 from brainformer_tf.search import trial as trial_lib
 
 OWNER, NS = "brainformer", "brainformer"
-DATABASE = "vizier.sqlite"
 
 
 def modules():
@@ -81,7 +80,7 @@ def serve(study, host: str, port: int, name: str, log: Callable[[str], None] = p
   _, _, _, clients, servers, svz = modules()
   study_lib.run(study, [None], log)  # the local study has local_trials=False: baselines only
   server = servers.DefaultVizierServer(
-      host=host, port=port, database_url=f"sqlite:///{os.path.join(study.dir, DATABASE)}",
+      host=host, port=port, database_url=f"sqlite:///{os.path.join(study.dir, 'vizier.sqlite')}",
       policy_factory=make_policy_factory())
   clients.environment_variables.server_endpoint = server.endpoint
   config = study.state["config"]
@@ -93,17 +92,11 @@ def serve(study, host: str, port: int, name: str, log: Callable[[str], None] = p
   log(f"serving study {name!r} at {server.endpoint}: start workers with "
       f"brainformer search --dir=<their dir> --vizier={server.endpoint} --study={name}")
   while True:  # until --trials trials (or all the study holds, if more) are complete
-    state = dict(study.state, trials=trials_of(vizier_study))
-    if len(state["trials"]) >= max(config["trials"], len(list(vizier_study.trials()))):
-      return state
+    trials = [t.materialize() for t in vizier_study.trials()]
+    records = [_metadata(t, "record") for t in trials if "record" in t.metadata.ns(NS)]
+    if len(records) >= max(config["trials"], len(trials)):
+      return dict(study.state, trials=sorted(records, key=lambda record: record["id"]))
     time.sleep(poll_s)
-
-
-def trials_of(vizier_study) -> list:
-  """The study's completed trials as search records, by trial id."""
-  trials = [t.materialize() for t in vizier_study.trials()]
-  return sorted((_metadata(t, "record") for t in trials if "record" in t.metadata.ns(NS)),
-                key=lambda record: record["id"])
 
 
 def work(endpoint: str, search_dir: str, name: str, worker_id: str, cores=None,
