@@ -43,12 +43,10 @@ class SearchSpace:
 
   def choices(self, kind: str) -> Dict[str, tuple]:
     """SubLayer field -> allowed values, for sub-layer letter `kind`."""
-    if kind == "a":
-      return {"heads": self.heads}
-    if kind == "f":
-      return {"hidden": self.ffn_hidden, "activation": self.activations}
-    return {"gating": self.gatings, "capacity_factor": self.capacity_factors,
-            "hidden": self.moe_hidden, "activation": self.activations}
+    return {"a": {"heads": self.heads},
+            "f": {"hidden": self.ffn_hidden, "activation": self.activations},
+            "g": {"gating": self.gatings, "capacity_factor": self.capacity_factors,
+                  "hidden": self.moe_hidden, "activation": self.activations}}[kind]
 
   def scaled(self, name: str, divisor: int, **overrides) -> "SearchSpace":
     """The same space with model dims and hidden sizes divided by `divisor`."""

@@ -4,20 +4,19 @@ process, worker threads that train; and the reward (`score`).
 state.json (rewritten atomically after every proposal and every result):
   config      the search settings (a resumed search must use the same, but for trials)
   references  name -> job (glam, then dense and block1): the baselines, measured first
-  trials      [job]: id, dna (PyGlove DNA numbers) and dna_metadata (PyGlove's, from the
-              proposal), candidate, parent, operator, status, result, reward, objectives,
-              attempts
+  trials      [job]: id, dna (PyGlove DNA numbers), dna_metadata (PyGlove's, from the proposal),
+              candidate, parent, operator, status, result, reward, objectives, attempts
   finished    trial ids in the order their results came in (the algorithm's feedback order)
 A job is "pending", "running" or finished ("done", "early_stop", "failed"). One process owns a
-search directory (an fcntl lock). On start the algorithm replays the finished trials'
-feedback in order; trials that were running when the last process died run again from
-scratch under the same id, so no trial is lost and none is counted twice.
+search directory (an fcntl lock). On start the algorithm replays the feedback in order; a trial
+that was running when the last process died runs again under its id: none lost or repeated.
 """
 
 from concurrent import futures
 import fcntl
 import json
 import os
+import pathlib
 import threading
 from typing import Callable, Optional
 
@@ -78,11 +77,8 @@ def default_config(**overrides) -> dict:
 
 
 def load(search_dir: str) -> Optional[dict]:
-  path = os.path.join(search_dir, STATE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  path = pathlib.Path(search_dir, STATE)
+  return json.loads(path.read_text()) if path.exists() else None
 
 
 def job(job_id, candidate: Candidate, **extra) -> dict:
@@ -107,15 +103,12 @@ def thresholds(state: dict):
 
 
 def score(state: dict, result: dict):
-  """(reward, objectives) of a trial result. The paper gives only the reward's inputs and the
-  -1 of an early stop:
-
-    reward = -1, objectives = (-1, -1)               early-stopped at the check, or failed
-    reward = (L_glam / L) * min(1, T_max / T) ** w   otherwise
-    objectives = (L_glam / L, T_glam / T)            NSGA-II's; each > 1 if better than GLaM
+  """(reward, objectives) of a trial result (the paper gives only the reward's inputs and the
+  -1 of an early stop): -1 and (-1, -1) if early-stopped at the check or failed, else
+    reward = (L_glam / L) * min(1, T_max / T) ** w,  objectives = (L_glam / L, T_glam / T)
   L, T: the trial's validation log-perplexity and mean step time; L_glam, T_glam: the GLaM
-  baseline's (same budget); T_max: the early stop's step-time limit; w: time_weight. The reward
-  is 1 for a block as good as GLaM, above 1 for a better one, else > 0 (docs/search.md: why).
+  baseline's (same budget); T_max: the early stop's step-time limit; w: time_weight. Both are 1
+  for a block as good as GLaM, above 1 for a better one, else > 0 (docs/search.md says why).
   """
   if result["status"] != "done":
     return EARLY_STOP, (EARLY_STOP, EARLY_STOP)
@@ -158,7 +151,7 @@ class Study:
                          f"{search_dir} ({self.state['config'].get(key)!r}); use the same "
                          f"value or another --dir")
     self.state["config"]["trials"] = config["trials"]
-    for job_ in self._jobs():
+    for job_ in [*self.state["references"].values(), *self.state["trials"]]:
       if job_["status"] == "running" or (job_["id"] == "glam" and job_["status"] == "failed"):
         job_["status"] = "pending"  # its process died with the last search; retry failed GLaM
     self._save()
@@ -178,9 +171,6 @@ class Study:
     """Releases the directory for another process."""
     self._owner.close()
 
-  def _jobs(self):
-    return list(self.state["references"].values()) + self.state["trials"]
-
   def _save(self):
     atomic.write_json(os.path.join(self.dir, STATE), self.state, fsync=True)
 
@@ -199,7 +189,8 @@ class Study:
                             operator=dna.metadata.get("operator")))
           ready = trials[-1:]
       if not ready:
-        return WAIT if any(j["status"] == "running" for j in self._jobs()) else ALL_DONE
+        running = any(j["status"] == "running" for j in [*refs.values(), *trials])
+        return WAIT if running else ALL_DONE
       ready[0].update(status="running", attempts=ready[0]["attempts"] + 1)
       self._save()
       return dict(ready[0])
@@ -219,13 +210,13 @@ class Study:
       return dict(done)
 
 
-def work(study, cores=None, log: Callable[[str], None] = print, poll_s: float = 2.0) -> int:
-  """Runs jobs of `study` until it is complete; returns how many this worker ran."""
-  ran, config = 0, study.state["config"]
+def work(study, cores=None, log: Callable[[str], None] = print, poll_s: float = 2.0):
+  """Runs jobs of `study` until it is complete."""
+  config = study.state["config"]
   while True:
     next_job = study.next_job()
     if next_job == ALL_DONE:
-      return ran
+      return
     if next_job == WAIT:
       threading.Event().wait(poll_s)
       continue
@@ -236,7 +227,6 @@ def work(study, cores=None, log: Callable[[str], None] = print, poll_s: float = 
     result = trial_lib.run(job_dir(study.dir, job_id), space_lib.get(config["space"]), candidate,
                            config, *((None, None) if is_ref else thresholds(study.state)),
                            cores=cores)
-    ran += 1
     log(report.progress_line(study.state, study.record(job_id, result)))
     if job_id == "glam":
       thresholds(study.state)  # a failed GLaM baseline stops the search: nothing compares to it

@@ -114,17 +114,16 @@ def run(trial_dir: str, space: SearchSpace, candidate: Candidate, config: dict,
   with open(os.path.join(trial_dir, LOG), "w") as log:
     print(" ".join(cmd), file=log, flush=True)
     env = dict(os.environ, **thread_env(len(cores))) if cores else None
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir, env=env,
-                            preexec_fn=preexec)
-    if os.environ.get(FAULT) == f"kill_after_start:{os.path.basename(trial_dir)}":
-      print(f"fault injection: SIGKILL the search during {trial_dir}", flush=True)
-      os.kill(os.getpid(), signal.SIGKILL)
-    try:
-      returncode = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-      returncode = f"killed after {timeout:.0f}s"
+    with subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir, env=env,
+                          preexec_fn=preexec) as proc:
+      if os.environ.get(FAULT) == f"kill_after_start:{os.path.basename(trial_dir)}":
+        print(f"fault injection: SIGKILL the search during {trial_dir}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+      try:
+        returncode = proc.wait(timeout=timeout)
+      except subprocess.TimeoutExpired:
+        proc.kill()  # leaving the with statement waits for it
+        returncode = f"killed after {timeout:.0f}s"
   result = read_result(os.path.join(trial_dir, "model"))
   result["wall_s"] = time.time() - start
   if returncode != 0 or result["status"] == "failed":

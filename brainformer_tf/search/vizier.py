@@ -1,13 +1,12 @@
 """A search across machines on Open Source Vizier (optional: requirements/search_vizier.txt).
 
-`serve`: this process measures the baselines, then serves the study from a Vizier server (gRPC
-on host:port, datastore <dir>/vizier.sqlite) whose Pythia policy replays the completed trials,
-in completion order, into a fresh PyGlove algorithm at every suggestion; restarted with the
-same --dir it resumes. `work`: a worker anywhere trains the trials Vizier hands its client id
-(--worker_id) and completes each with its record. Vizier hands a client's unfinished trial back
-to that client first and never suggests a completed one again, so nothing is counted twice.
-Workers stop asking once the study holds --trials trials (Vizier 0.1.21's server cannot take
-an empty suggestion); two asking at the same moment can make one trial more.
+`serve` measures the baselines here, then serves the study from a Vizier server (datastore
+<dir>/vizier.sqlite; restarted with the same --dir it resumes) whose Pythia policy is the
+search's PyGlove algorithm; `work` trains the trials Vizier hands a worker's client id and
+completes each with its record. Vizier hands a client's unfinished trial back to it first and
+never suggests a completed one again: nothing is counted twice. Workers stop asking once the
+study holds --trials trials (Vizier 0.1.21's server cannot take an empty suggestion); two
+asking at the same moment can make one trial more.
 """
 
 import json
@@ -51,7 +50,8 @@ def make_policy_factory():
   pythia, vz = modules()[:2]
 
   class Policy(pythia.Policy):
-    """The search's PyGlove algorithm, recovered from the study's trials at every call."""
+    """The search's PyGlove algorithm, fresh at every suggestion: the completed trials are
+    replayed in completion order, the others as proposed without a result."""
 
     def __init__(self, problem, supporter):
       self._problem, self._supporter = problem, supporter
@@ -85,8 +85,7 @@ def serve(study, host: str, port: int, name: str, log: Callable[[str], None] = p
   clients.environment_variables.server_endpoint = server.endpoint
   config = study.state["config"]
   problem = _converter(config).problem_or_dummy
-  problem.metadata.ns(NS)["config"] = json.dumps(config)
-  problem.metadata.ns(NS)["references"] = json.dumps(study.state["references"])
+  problem.metadata.ns(NS).update({k: json.dumps(study.state[k]) for k in ("config", "references")})
   vizier_study = clients.Study.from_study_config(
       svz.StudyConfig.from_problem(problem), owner=OWNER, study_id=name)
   log(f"serving study {name!r} at {server.endpoint}: start workers with "
@@ -111,7 +110,7 @@ def work(endpoint: str, search_dir: str, name: str, worker_id: str, cores=None,
     except Exception:  # pylint: disable=broad-except  (not created yet: baselines running)
       time.sleep(poll_s)
   problem = vizier_study.materialize_problem_statement()
-  state = {"config": _metadata(problem, "config"), "references": _metadata(problem, "references")}
+  state = {key: _metadata(problem, key) for key in ("config", "references")}
   config, ran = state["config"], 0
   while True:
     trials = [t.materialize() for t in vizier_study.trials()]
