@@ -15,8 +15,8 @@ import socket
 
 from brainformer_tf.config import errors
 from brainformer_tf.config import prepare
-from brainformer_tf.search import mutation
 from brainformer_tf.search import report
+from brainformer_tf.search import space
 from brainformer_tf.search import study as study_lib
 from brainformer_tf.search import vizier
 
@@ -29,7 +29,7 @@ def _parser():
   p.add_argument("--dir", required=True, help="search directory (state, trials, outputs)")
   p.add_argument("--space", default="mini", help="search space: table1, cpu, mini, tiny")
   p.add_argument("--trials", type=int, default=40, help="candidate trials (baselines excluded)")
-  p.add_argument("--algorithm", default="regularized_evolution", choices=mutation.ALGORITHMS,
+  p.add_argument("--algorithm", default="regularized_evolution", choices=space.ALGORITHMS,
                  help="PyGlove's aging evolution (reward), or NSGA-II over (loss, step time)")
   p.add_argument("--budget_s", type=float, default=60.0,
                  help="training wall-clock per trial, seconds (after warm-up)")
@@ -41,7 +41,7 @@ def _parser():
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--references", default="glam,dense,block1", type=_split,
                  help="baselines to measure first (glam is required)")
-  p.add_argument("--operators", default=",".join(mutation.OPERATORS), type=_split,
+  p.add_argument("--operators", default=",".join(space.OPERATORS), type=_split,
                  help="comma-separated mutation operators")
   p.add_argument("--step_time_slack", type=float, default=1.1,
                  help="early stop if step time > GLaM's x this")

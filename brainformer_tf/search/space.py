@@ -1,13 +1,20 @@
-"""The search space of paper Table 1 and its scaled-down CPU variants, as PyGlove hyper values.
+"""The search space of paper Table 1 and its scaled-down CPU variants as PyGlove hyper values,
+the mutations on their DNA and the search algorithms, all PyGlove's.
 
 A candidate is a model dim plus a block (`blocks.spec.BlockSpec`) whose every sub-layer writes
 out its searched settings: `a[h=..]`, `f[H=..,act=..]`, `g[<gating>,c=..,H=..,act=..]`. What
 the space fixes (head size, experts, proxy depth) goes into the Gin file, not the block. A
 PyGlove DNA of `hyper(space)` decodes to a candidate (`decode`); `check` says if it is valid.
+
+Mutation operators, PyGlove mutators on that DNA (the paper names none): `layer` re-draws a
+sub-layer slot (an empty slot gets a sub-layer = insert, a sub-layer becomes empty = delete, or
+a new type in place), `swap` trades two slots, and `model_dim`, `heads`, `width`, `gating`,
+`capacity`, `activation` re-draw that setting of one sub-layer (or the model dim).
 """
 
 import dataclasses
 import functools
+import random
 from typing import Dict, Tuple
 
 import pyglove as pg
@@ -15,6 +22,11 @@ import pyglove as pg
 from brainformer_tf.blocks import spec as spec_lib
 
 LAYER_TYPES = ("a", "f", "g")
+_SETTINGS = {"model_dim": "d_model", "heads": "heads", "width": "hidden", "gating": "gating",
+             "capacity": "capacity_factor", "activation": "activation"}
+OPERATORS = ("layer", "swap") + tuple(_SETTINGS)
+ALGORITHMS = ("regularized_evolution", "nsga2")
+ATTEMPTS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +66,7 @@ class SearchSpace:
     fields = dict(name=name, model_dims=div(self.model_dims), ffn_hidden=div(self.ffn_hidden),
                   moe_hidden=div(self.moe_hidden), base_model_dim=self.base_model_dim // divisor,
                   base_hidden=self.base_hidden // divisor, block1=div(self.block1))
-    fields.update(overrides)
-    return dataclasses.replace(self, **fields)
+    return dataclasses.replace(self, **dict(fields, **overrides))
 
 
 TABLE1 = SearchSpace(
@@ -178,3 +189,74 @@ def references(space: SearchSpace) -> Dict[str, Candidate]:
             "block1": (bd, [ba, bg, bf, ba, bg, bf, bg, bf])}
   return {name: Candidate(nearest(space.model_dims, dim), spec_lib.BlockSpec(tuple(layers)))
           for name, (dim, layers) in blocks.items()}
+
+
+def _operator(name: str, seed: int) -> pg.evolution.Mutator:
+  if name == "swap":
+    return pg.evolution.mutators.Swap(seed=seed)  # the only multi-choice node: the slots
+
+  def where(dna):  # a decision's key: a slot's index in `layers`, a setting's name
+    key = None if dna.spec.location.is_root else dna.spec.location.key
+    return isinstance(key, int) if name == "layer" else key == _SETTINGS[name]
+  return pg.evolution.mutators.Uniform(where=where, seed=seed)
+
+
+@pg.members([
+    ("space", pg.typing.Str(), "Search space name (SPACES)."),
+    ("operators", pg.typing.List(pg.typing.Enum(OPERATORS[0], list(OPERATORS)), min_size=1),
+     "Operators to choose from."),
+    ("seed", pg.typing.Int().noneable(), "Random seed."),
+])
+class BlockMutator(pg.evolution.Mutator):
+  """One operator, drawn uniformly, until the child is valid and differs from the parent; the
+  child's metadata names the operator and the parent's trial."""
+
+  def _on_bound(self):
+    super()._on_bound()
+    self._random = random.Random(self.seed)
+    self._operators = {op: _operator(op, self._random.randrange(2 ** 31)) for op in self.operators}
+
+  def mutate(self, dna: pg.DNA, step: int = 0) -> pg.DNA:
+    parent = decode(self.space, dna)
+    for _ in range(ATTEMPTS):
+      op = self._random.choice(list(self.operators))
+      try:
+        child = self._operators[op].mutate(dna, step=step)
+      except RuntimeError:  # PyGlove: no decision of this kind in the DNA (no MoE: no gating)
+        continue
+      if valid(self.space, child) and decode(self.space, child) != parent:
+        return child.set_metadata("operator", op).set_metadata("parent", dna.metadata.get("trial"))
+    raise ValueError(f"no mutation of {parent} found in {ATTEMPTS} attempts with operators "
+                     f"{list(self.operators)}")
+
+
+@pg.members([("space", pg.typing.Str(), "Search space name (SPACES).")])
+class RandomBlocks(pg.geno.Random):
+  """Uniformly random DNA of the space, redrawn until it is a valid candidate."""
+
+  def _propose(self) -> pg.DNA:
+    for _ in range(ATTEMPTS):
+      dna = super()._propose()
+      if valid(self.space, dna):
+        return dna
+    raise ValueError(f"no valid random candidate of space {self.space!r} in {ATTEMPTS} draws")
+
+
+def algorithm(config: dict, history=()) -> pg.evolution.Evolution:
+  """PyGlove's regularized (aging) evolution (Real et al. 2019, the paper's Algorithm 1) or
+  NSGA-II, as `config` (study.default_config) says, set up for the space and recovered from
+  `history`: (DNA, fitness or None while unfinished) in feedback order. Seeded from the seed
+  and len(history): a resumed search draws fresh random numbers.
+  """
+  seed = config["seed"] * 1000003 + len(history)
+  mutator = BlockMutator(config["space"], list(config["operators"]), seed)
+  if config["algorithm"] == "nsga2":  # population_size children per generation, 2x initial
+    evolution = pg.evolution.nsga2(mutator, config["population"], seed)
+  else:
+    evolution = pg.evolution.regularized_evolution(
+        mutator, config["population"], config["tournament"], seed)
+  evolution.rebind(population_init=(RandomBlocks(seed=seed, space=config["space"]),
+                                    evolution.population_init[1]))
+  evolution.setup(dna_spec(config["space"]))
+  evolution.recover(history)
+  return evolution

@@ -1,4 +1,4 @@
-"""A search on one machine: state.json, the PyGlove algorithm (mutation.algorithm) in this
+"""A search on one machine: state.json, the PyGlove algorithm (space_lib.algorithm) in this
 process, worker threads that train; and the reward (`score`).
 
 state.json (rewritten atomically after every proposal and every result):
@@ -23,7 +23,6 @@ from typing import Callable, Optional
 import pyglove as pg
 
 from brainformer_tf import atomic
-from brainformer_tf.search import mutation
 from brainformer_tf.search import report
 from brainformer_tf.search import space as space_lib
 from brainformer_tf.search import trial as trial_lib
@@ -46,7 +45,7 @@ def default_config(**overrides) -> dict:
   one."""
   config = dict(space="mini", trials=40, algorithm="regularized_evolution", population=10,
                 tournament=3, seed=0, references=list(REFERENCES),
-                operators=list(mutation.OPERATORS), budget_s=60.0, clock="wall",
+                operators=list(space_lib.OPERATORS), budget_s=60.0, clock="wall",
                 step_time_slack=1.1, loss_slack=0.0, time_weight=1.0,
                 recipe="search/cpu_proxy.gin", train_files=[], validation_files=[],
                 gin_params=[], timeout_s=None)
@@ -64,10 +63,10 @@ def default_config(**overrides) -> dict:
   for key in ("budget_s", "step_time_slack"):
     if not config[key] > 0:
       raise ValueError(f"{key}={config[key]!r} must be positive")
-  for key, choices in (("algorithm", mutation.ALGORITHMS), ("clock", ("wall", "process"))):
+  for key, choices in (("algorithm", space_lib.ALGORITHMS), ("clock", ("wall", "process"))):
     if config[key] not in choices:
       raise ValueError(f"{key}={config[key]!r}: choose from {list(choices)}")
-  for key, choices in (("references", REFERENCES), ("operators", mutation.OPERATORS)):
+  for key, choices in (("references", REFERENCES), ("operators", space_lib.OPERATORS)):
     if not config[key] or set(config[key]) - set(choices):
       raise ValueError(f"{key}={config[key]!r}: choose from {list(choices)}")
   if "glam" not in config["references"]:
@@ -87,9 +86,8 @@ def job(job_id, candidate: Candidate, **extra) -> dict:
 
 
 def job_dir(search_dir: str, job_id) -> str:
-  if isinstance(job_id, str):
-    return os.path.join(search_dir, "references", job_id)
-  return os.path.join(search_dir, "trials", f"trial_{job_id:04d}")
+  return (os.path.join(search_dir, "references", job_id) if isinstance(job_id, str)
+          else os.path.join(search_dir, "trials", f"trial_{job_id:04d}"))
 
 
 def thresholds(state: dict):
@@ -157,7 +155,7 @@ class Study:
     self._save()
     trials = self.state["trials"]
     order = self.state["finished"] + [t["id"] for t in trials if t["status"] not in FINISHED]
-    self._algorithm = mutation.algorithm(config, [  # the unfinished ones: proposed, no result
+    self._algorithm = space_lib.algorithm(config, [  # the unfinished ones: proposed, no result
         (self._dna(i), fitness(config, trials[i]) if trials[i]["status"] in FINISHED else None)
         for i in order])
 

@@ -14,7 +14,6 @@ import os
 import time
 from typing import Callable
 
-from brainformer_tf.search import mutation
 from brainformer_tf.search import space as space_lib
 from brainformer_tf.search import study as study_lib
 from brainformer_tf.search import trial as trial_lib
@@ -63,7 +62,7 @@ def make_policy_factory():
                  for t in sorted((t for t in trials if t.status == completed),
                                  key=lambda t: t.completion_time)]
       history += [(converter.to_dna(t), None) for t in trials if t.status != completed]
-      dna = mutation.algorithm(config, history).propose().set_metadata("trial", len(trials))
+      dna = space_lib.algorithm(config, history).propose().set_metadata("trial", len(trials))
       trial = converter.to_trial(dna, fallback="return_dummy")
       return pythia.SuggestDecision([vz.TrialSuggestion(trial.parameters,
                                                         metadata=trial.metadata)])
