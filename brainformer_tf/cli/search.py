@@ -121,7 +121,7 @@ def run(argv) -> int:
     else:
       prepare.check_writable_dir(args.dir, "--dir")
       if args.serve or args.vizier:
-        vizier.modules()  # google-vizier is installed
+        vizier.modules()  # ValueError unless google-vizier is installed
       if args.vizier:
         if args.workers > 1:
           raise ValueError("--vizier runs one worker: start one process per worker, each with "

@@ -124,7 +124,8 @@ def check(space: SearchSpace, candidate: Candidate):
 
 @functools.lru_cache(maxsize=None)
 def hyper(name: str) -> pg.Dict:
-  """Space `name` as a PyGlove hyper value: d_model and max_layers optional sub-layer slots."""
+  """Space `name` as a PyGlove hyper value: d_model `pg.oneof` its choices, and max_layers slots
+  (`pg.manyof`, neither distinct nor sorted), each None or a sub-layer with `pg.oneof` settings."""
   space = get(name)
   slot = [None] + [pg.Dict(kind=kind, **{f: pg.oneof(v) for f, v in space.choices(kind).items()})
                    for kind in LAYER_TYPES]
@@ -175,8 +176,8 @@ def references(space: SearchSpace) -> Dict[str, Candidate]:
   def sub(kind, **wanted):
     choices = space.choices(kind)
     return spec_lib.SubLayer(kind, **{
-        f: nearest(choices[f], v) if not isinstance(v, str) else v if v in choices[f]
-        else choices[f][0] for f, v in wanted.items()})
+        f: (v if v in choices[f] else choices[f][0]) if isinstance(v, str)
+        else nearest(choices[f], v) for f, v in wanted.items()})
 
   d, H, n = space.base_model_dim, space.base_hidden, space.reference_repeats
   a, f = sub("a", heads=space.base_heads), sub("f", hidden=H, activation="gated_gelu")

@@ -1,4 +1,4 @@
-"""A search on one machine: state.json, the PyGlove algorithm (space_lib.algorithm) in this
+"""A search on one machine: state.json, the PyGlove algorithm (space.algorithm) in this
 process, worker threads that train; and the reward (`score`).
 
 state.json (rewritten atomically after every proposal and every result):

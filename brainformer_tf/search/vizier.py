@@ -1,12 +1,12 @@
 """A search across machines on Open Source Vizier (optional: requirements/search_vizier.txt).
 
-`serve` measures the baselines here, then serves the study from a Vizier server (datastore
-<dir>/vizier.sqlite; restarted with the same --dir it resumes) whose Pythia policy is the
-search's PyGlove algorithm; `work` trains the trials Vizier hands a worker's client id and
-completes each with its record. Vizier hands a client's unfinished trial back to it first and
-never suggests a completed one again: nothing is counted twice. Workers stop asking once the
-study holds --trials trials (Vizier 0.1.21's server cannot take an empty suggestion); two
-asking at the same moment can make one trial more.
+`serve` measures the baselines here, then serves the study, settings and baselines in its
+metadata, from a Vizier server (datastore <dir>/vizier.sqlite; restarted with the same --dir it
+resumes) whose Pythia policy is the search's PyGlove algorithm. `work` trains the trials Vizier
+hands a worker's client id and completes each with its record. Vizier hands a client's
+unfinished trial back to it first (a restarted worker re-runs it) and never suggests a completed
+one again. Workers stop asking once the study holds --trials trials (Vizier 0.1.21's server
+cannot take an empty suggestion); two asking at the same moment can make one trial more.
 """
 
 import json
