@@ -12,7 +12,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from brainformer_tf.cli import search as search_cli
-from brainformer_tf.search import report, reward, space as space_lib, study as study_lib
+from brainformer_tf.search import report, space as space_lib, study as study_lib
 from brainformer_tf.search import trial
 from brainformer_tf.search.space import Candidate
 from brainformer_tf.training import budget
@@ -123,18 +123,19 @@ def test_config_errors_name_the_setting():
 
 
 def test_reward_ranks_loss_penalises_slowness_and_early_stop_is_worst(tmp_path):
-  assert reward.reward(4.0, 0.1, glam_loss=4.0, max_step_time=0.1) == pytest.approx(1.0)
-  assert reward.reward(3.0, 0.1, 4.0, 0.1) > 1 > reward.reward(5.0, 0.1, 4.0, 0.1) > 0
-  assert reward.reward(4.0, 0.2, 4.0, 0.1) == pytest.approx(0.5)
-  assert reward.reward(4.0, 0.05, 4.0, 0.1) == pytest.approx(1.0)  # faster: no bonus
-  assert reward.objectives(2.0, 0.05, 4.0, 0.1) == pytest.approx((2.0, 2.0))
-  study = _study(tmp_path)
-  _finish_references(study)
+  study = _study(tmp_path, step_time_slack=1.0)
+  _finish_references(study)  # GLaM: loss 5.0, 0.1 s per step
+  score = lambda loss, step_time: study_lib.score(study.state, _result(loss, step_time))
+  assert score(5.0, 0.1)[0] == pytest.approx(1.0)
+  assert score(4.0, 0.1)[0] > 1 > score(6.0, 0.1)[0] > 0
+  assert score(5.0, 0.2)[0] == pytest.approx(0.5)
+  assert score(5.0, 0.05)[0] == pytest.approx(1.0)  # faster: no bonus
+  assert score(2.5, 0.05)[1] == pytest.approx((2.0, 2.0))
   job = study.next_job()
   done = study.record(job["id"], _result(50.0, 1.0, "early_stop"))
   assert done["reward"] == -1 and done["objectives"] == [-1, -1]
   with pytest.raises(ValueError, match="val_loss"):
-    reward.reward(0.0, 0.1, 4.0, 0.1)
+    score(0.0, 0.1)
 
 
 def test_nsga2_feeds_both_objectives_and_the_report_has_the_pareto_front(tmp_path):

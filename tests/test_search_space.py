@@ -4,7 +4,7 @@ import pyglove as pg
 import pytest
 
 from brainformer_tf.blocks import build, spec as spec_lib
-from brainformer_tf.search import mutation, space as space_lib, trial
+from brainformer_tf.search import space as space_lib, trial
 from brainformer_tf.search.space import Candidate
 
 
@@ -30,7 +30,7 @@ def test_cpu_variants_are_table1_scaled_down():
 
 
 def _random_dna(name, n, seed=0):
-  generator = mutation.RandomBlocks(seed=seed, space=name)
+  generator = space_lib.RandomBlocks(seed=seed, space=name)
   generator.setup(space_lib.dna_spec(name))
   return [generator.propose() for _ in range(n)]
 
@@ -48,7 +48,7 @@ def test_candidates_round_trip_through_the_block_notation(name):
     text = str(candidate.block)
     assert spec_lib.parse(text) == candidate.block
     assert Candidate.from_json(candidate.to_json()) == candidate
-    assert space_lib.dna_from_json(name, dna.to_numbers()) == dna
+    assert pg.DNA.from_numbers(dna.to_numbers(), space_lib.dna_spec(name)) == dna  # state.json
     # decode reads the DNA's numbers; PyGlove's materialize is the independent reference, and
     # the materialised value encodes back to the same DNA.
     value = pg.materialize(space_lib.hyper(name), dna)
@@ -123,11 +123,11 @@ def test_references_are_glam_dense_and_block1():
           if l.kind == "g"} == {("expert_choice", 1.0)}
 
 
-def _mutate(name, parent, operators=mutation.OPERATORS, seed=0):
+def _mutate(name, parent, operators=space_lib.OPERATORS, seed=0):
   """(child candidate, operator) of BlockMutator on a DNA that decodes to `parent`."""
   dna = pg.template(space_lib.hyper(name)).encode(_symbolic(name, parent))
   dna.use_spec(space_lib.dna_spec(name))
-  child = mutation.BlockMutator(name, list(operators), seed).mutate(dna)
+  child = space_lib.BlockMutator(name, list(operators), seed).mutate(dna)
   return space_lib.decode(name, child), child.metadata["operator"]
 
 
@@ -142,7 +142,7 @@ def _symbolic(name, candidate):
 @pytest.mark.parametrize("name,parents", [("table1", 3), ("mini", 8), ("tiny", 3)])
 def test_every_mutant_is_a_valid_block_of_the_space(name, parents):
   space = space_lib.get(name)
-  mutator = mutation.BlockMutator(name, list(mutation.OPERATORS), 1)
+  mutator = space_lib.BlockMutator(name, list(space_lib.OPERATORS), 1)
   used = set()
   for dna in _random_dna(name, parents, seed=2):
     for _ in range(6):  # chains of mutations drift far from the random start
@@ -156,7 +156,7 @@ def test_every_mutant_is_a_valid_block_of_the_space(name, parents):
       used.add(child.metadata["operator"])
       dna = child
   if name == "mini":  # 48 mutations: every operator was drawn
-    assert used == set(mutation.OPERATORS)
+    assert used == set(space_lib.OPERATORS)
 
 
 def test_each_operator_changes_only_its_axis():

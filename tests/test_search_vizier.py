@@ -58,7 +58,7 @@ def test_trials_go_out_per_client_and_come_back_to_a_restarted_client(tmp_path):
   # Population of 2 complete: the next trials are mutants of the better one (trial 1).
   third = converter.to_dna(study.suggest(count=1, client_id="a")[0].materialize())
   assert third.metadata["parent"] == 1 and third.metadata["operator"]
-  assert [r["id"] for r in vizier.trials_of(study)] == [0, 1]
+  assert [vizier._metadata(t.materialize(), "record")["id"] for t in (first, second)] == [0, 1]
 
 
 COMMON = ["-m", "brainformer_tf.cli.main", "search"]

@@ -15,8 +15,8 @@ import socket
 
 from brainformer_tf.config import errors
 from brainformer_tf.config import prepare
-from brainformer_tf.search import mutation
 from brainformer_tf.search import report
+from brainformer_tf.search import space
 from brainformer_tf.search import study as study_lib
 from brainformer_tf.search import vizier
 
@@ -29,7 +29,7 @@ def _parser():
   p.add_argument("--dir", required=True, help="search directory (state, trials, outputs)")
   p.add_argument("--space", default="mini", help="search space: table1, cpu, mini, tiny")
   p.add_argument("--trials", type=int, default=40, help="candidate trials (baselines excluded)")
-  p.add_argument("--algorithm", default="regularized_evolution", choices=mutation.ALGORITHMS,
+  p.add_argument("--algorithm", default="regularized_evolution", choices=space.ALGORITHMS,
                  help="PyGlove's aging evolution (reward), or NSGA-II over (loss, step time)")
   p.add_argument("--budget_s", type=float, default=60.0,
                  help="training wall-clock per trial, seconds (after warm-up)")
@@ -39,9 +39,9 @@ def _parser():
   p.add_argument("--population", type=int, default=10, help="population size")
   p.add_argument("--tournament", type=int, default=3, help="tournament sample size (>= 2)")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--references", default="glam,dense,block1",
+  p.add_argument("--references", default="glam,dense,block1", type=_split,
                  help="baselines to measure first (glam is required)")
-  p.add_argument("--operators", default=",".join(mutation.OPERATORS),
+  p.add_argument("--operators", default=",".join(space.OPERATORS), type=_split,
                  help="comma-separated mutation operators")
   p.add_argument("--step_time_slack", type=float, default=1.1,
                  help="early stop if step time > GLaM's x this")
@@ -49,10 +49,11 @@ def _parser():
                  help="early stop if loss at the check > GLaM's x (1 + this)")
   p.add_argument("--time_weight", type=float, default=1.0, help="reward's step-time exponent")
   p.add_argument("--recipe", default="search/cpu_proxy.gin", help="trial training Gin file")
-  p.add_argument("--train_files", default="", help="comma-separated text files (local_text_lm); "
-                 "empty: the embedded default corpus")
-  p.add_argument("--validation_files", default="", help="comma-separated text files")
-  p.add_argument("--gin_param", action="append", default=[], help="extra Gin binding per trial")
+  p.add_argument("--train_files", default="", type=_split,
+                 help="comma-separated text files (local_text_lm); empty: the embedded corpus")
+  p.add_argument("--validation_files", default="", type=_split, help="comma-separated text files")
+  p.add_argument("--gin_param", action="append", default=[], dest="gin_params",
+                 help="extra Gin binding per trial")
   p.add_argument("--timeout_s", type=float, default=None, help="kill a trial after this long")
   p.add_argument("--workers", type=int, default=1, help="trials trained at a time here")
   p.add_argument("--pin_cores", action="store_true",
@@ -75,13 +76,16 @@ def _parser():
   return p
 
 
-def _files(flag, value):
+def _split(value):
+  return [x for x in value.split(",") if x]
+
+
+def _files(flag, files):
   """Absolute paths (a resumed search may start elsewhere); ValueError names a missing file."""
-  files = [os.path.abspath(f) for f in value.split(",") if f]
   missing = [f for f in files if not os.path.isfile(f)]
   if missing:
-    raise ValueError(f"{flag}: no such file {missing[0]}")
-  return files
+    raise ValueError(f"{flag}: no such file {os.path.abspath(missing[0])}")
+  return [os.path.abspath(f) for f in files]
 
 
 def worker_cores(workers, available):
@@ -95,16 +99,11 @@ def worker_cores(workers, available):
 
 
 def _config(args):
-  split = lambda s: [x for x in s.split(",") if x]
-  return study_lib.default_config(
-      space=args.space, trials=args.trials, algorithm=args.algorithm,
-      population=args.population, tournament=args.tournament, seed=args.seed,
-      references=split(args.references), operators=split(args.operators),
-      budget_s=args.budget_s, clock=args.clock, step_time_slack=args.step_time_slack,
-      loss_slack=args.loss_slack, time_weight=args.time_weight, recipe=args.recipe,
-      train_files=_files("--train_files", args.train_files),
-      validation_files=_files("--validation_files", args.validation_files),
-      gin_params=args.gin_param, timeout_s=args.timeout_s)
+  """The search settings: the flags named like default_config's keys."""
+  config = {key: getattr(args, key) for key in study_lib.default_config()}
+  return study_lib.default_config(**dict(
+      config, train_files=_files("--train_files", args.train_files),
+      validation_files=_files("--validation_files", args.validation_files)))
 
 
 def run(argv) -> int:
@@ -122,12 +121,15 @@ def run(argv) -> int:
     else:
       prepare.check_writable_dir(args.dir, "--dir")
       if args.serve or args.vizier:
-        vizier.check_installed()
+        vizier.modules()  # ValueError unless google-vizier is installed
       if args.vizier:
         if args.workers > 1:
           raise ValueError("--vizier runs one worker: start one process per worker, each with "
                            "its own --worker_id")
-        return _work_remote(args, cores, log)
+        worker_id = args.worker_id or socket.gethostname()
+        ran = vizier.work(args.vizier, args.dir, args.study, worker_id, cores[0], log)
+        log(f"worker {worker_id}: {ran} trial(s); the study has no more")
+        return 0
       study = study_lib.Study(args.dir, _config(args), local_trials=not args.serve)
   except (ValueError, errors.UsageError) as e:
     return errors.report(PROG, e)
@@ -147,10 +149,3 @@ def run(argv) -> int:
   log("outputs: " + ", ".join(paths.values()))
   return 0
 
-
-def _work_remote(args, cores, log) -> int:
-  """--vizier: this process works on the served study's trials."""
-  worker_id = args.worker_id or socket.gethostname()
-  ran = vizier.work(args.vizier, args.dir, args.study, worker_id, cores[0], log)
-  log(f"worker {worker_id}: {ran} trial(s); the study has no more")
-  return 0

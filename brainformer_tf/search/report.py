@@ -1,15 +1,13 @@
-"""Search outputs, rebuilt from the state at any time (`brainformer search --report_only`).
-
-  search_log.json   every trial and baseline: block, result, reward (and the settings), the
-                    ranking, and the Pareto front over (validation loss, step time)
-  search.png        reward and validation loss per trial, baselines as horizontal lines
-  top/rank<k>_trial<i>.gin      the k best finished (not early-stopped) blocks as proxy model
-                                files (stacked space.stack x)
-  top/rank<k>_trial<i>_2x.gin   ScaleModelDim 2x, StackNTimes 6 (paper: the 1B scale)
-  top/rank<k>_trial<i>_4x.gin   ScaleModelDim 4x, StackNTimes 8 (paper: the 8B scale)
+"""Search outputs, rebuilt from the state at any time (`brainformer search --report_only`):
+search_log.json (settings, baselines, every trial, the ranking and the Pareto front over
+validation loss and step time), search.png (reward and validation loss per trial, baselines as
+lines) and top/rank<k>_trial<i>.gin: the k best finished (not early-stopped) blocks as proxy
+model files, and as _2x / _4x files (ScaleModelDim 2x / 4x, StackNTimes 6 / 8: the paper's 1B
+and 8B scales). Also the progress line of a finished job.
 """
 
 import glob
+import itertools
 import os
 
 import matplotlib
@@ -51,16 +49,13 @@ def write(search_dir: str, state: dict, top_k: int = 3) -> dict:
     os.remove(old)
   top = [t for t in ranked(state) if t["status"] == "done"][:top_k]  # no early-stopped blocks
   for rank, job in enumerate(top, 1):
-    candidate = Candidate.from_json(job["candidate"])
-    stem = os.path.join(top_dir, f"rank{rank}_trial{job['id']}")
     title = f"rank {rank}, trial {job['id']}, reward {job['reward']:.4f}"
-    variants = [("", 1, None)] + [(f"_{s}x", s, n) for s, n in SCALES]
-    for suffix, scale, stack in variants:
-      with open(stem + suffix + ".gin", "w") as f:
-        f.write(trial_lib.model_gin(space, candidate, stack=stack, scale=scale,
-                                    title=title + (f", scaled {scale}x, stacked {stack}x"
-                                                   if suffix else "")))
-      paths[f"rank{rank}{suffix}"] = stem + suffix + ".gin"
+    for suffix, scale, stack in [("", 1, None)] + [(f"_{s}x", s, n) for s, n in SCALES]:
+      path = os.path.join(top_dir, f"rank{rank}_trial{job['id']}{suffix}.gin")
+      with open(path, "w") as f:
+        f.write(trial_lib.model_gin(space, Candidate.from_json(job["candidate"]), stack, scale,
+                                    title + (suffix and f", scaled {scale}x, stacked {stack}x")))
+      paths[f"rank{rank}{suffix}"] = path
   paths["plot"] = plot(state, os.path.join(search_dir, "search.png"))
   return paths
 
@@ -69,16 +64,12 @@ def plot(state: dict, path: str) -> str:
   matplotlib.use("Agg")
   trials = [t for t in state["trials"] if t["reward"] is not None]
   fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-  ids = [t["id"] for t in trials]
-  rewards = [t["reward"] for t in trials]
+  ids, rewards = [t["id"] for t in trials], [t["reward"] for t in trials]
   top.scatter(ids, rewards, c=["tab:red" if r < 0 else "tab:blue" for r in rewards], s=18)
-  best, running = [], float("-inf")
-  for r in rewards:
-    running = max(running, r)
-    best.append(running)
-  top.step(ids, best, where="post", color="black", label="best so far")
+  top.step(ids, list(itertools.accumulate(rewards, max)), where="post", color="black",
+           label="best so far")
   top.axhline(1.0, color="tab:orange", ls="--", label="GLaM (reward 1 by definition)")
-  top.set_ylabel("reward (-1 = early stop)")
+  top.set(ylabel="reward (-1 = early stop)")
   top.legend(loc="lower right")
   done = [t for t in trials if t["result"]["val_loss"] is not None]
   bottom.scatter([t["id"] for t in done], [t["result"]["val_loss"] for t in done], s=18,
@@ -89,11 +80,10 @@ def plot(state: dict, path: str) -> str:
     if job["result"] and job["result"]["val_loss"] is not None:
       bottom.axhline(job["result"]["val_loss"], color=colors[name], ls="--",
                      label=f"{name} {job['result']['val_loss']:.3f}")
-  bottom.set_xlabel("trial")
-  bottom.set_ylabel("validation log-perplexity")
+  bottom.set(xlabel="trial", ylabel="validation log-perplexity",
+             xlim=(-0.5, max(ids, default=0) + 0.5))
   bottom.legend(loc="upper right", fontsize=8)
   bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-  bottom.set_xlim(-0.5, max(ids, default=0) + 0.5)
   for ax in (top, bottom):
     ax.grid(alpha=0.3)
   fig.suptitle(f"brainformer search, space {state['config']['space']}, "
@@ -104,22 +94,40 @@ def plot(state: dict, path: str) -> str:
   return path
 
 
+def numbers(result: dict) -> str:
+  """'val <loss> step <ms>ms x<steps>' of a job's result; '' without a validation loss."""
+  if result.get("val_loss") is None or not result.get("step_time"):
+    return ""
+  return (f"val {result['val_loss']:.4f} step {1000 * result['step_time']:.1f}ms "
+          f"x{result['steps']}")
+
+
 def summary(state: dict) -> str:
   """Best block against the baselines: val loss and step time, same wall-clock budget."""
-  lines = []
-  for name, job in state["references"].items():
-    r = job["result"] or {}
-    if r.get("val_loss") is not None:
-      lines.append(f"  {name:7s} val {r['val_loss']:.4f}  step {1000 * r['step_time']:.1f}ms "
-                   f"x{r['steps']}  {Candidate.from_json(job['candidate'])}")
-  best = ranked(state)[:1]
-  if best:
-    r = best[0]["result"]
-    numbers = (f"val {r['val_loss']:.4f}  step {1000 * r['step_time']:.1f}ms x{r['steps']}"
-               if r["val_loss"] is not None else r["status"])
-    lines.append(f"  best    trial {best[0]['id']} reward {best[0]['reward']:+.4f}  {numbers}  "
-                 f"{Candidate.from_json(best[0]['candidate'])}")
+  lines = [f"  {name:7s} {numbers(job['result'])}  {Candidate.from_json(job['candidate'])}"
+           for name, job in state["references"].items() if numbers(job["result"] or {})]
+  for best in ranked(state)[:1]:  # none before the first trial finished
+    lines.append(f"  best    trial {best['id']} reward {best['reward']:+.4f}  "
+                 f"{numbers(best['result']) or best['status']}  "
+                 f"{Candidate.from_json(best['candidate'])}")
   front = sorted(pareto(state), key=lambda i: state["trials"][i]["result"]["step_time"])
   if front:
     lines.append(f"  Pareto front (val loss, step time), fastest first: trials {front}")
   return "\n".join(lines)
+
+
+def progress_line(state: dict, job: dict) -> str:
+  """One line per finished job of a local study: result, reward, the best so far, the block."""
+  r = job["result"]
+  if isinstance(job["id"], str):
+    head = f"reference {job['id']:6s} {r['status']}"
+  else:
+    origin = f"{job['operator']} of {job['parent']}" if job["parent"] is not None else "random"
+    head = (f"trial {job['id']:3d} [{len(state['finished'])}/{state['config']['trials']}] "
+            f"({origin}) {r['status']} reward {job['reward']:+.3f}")
+  tail = f" stopped: {r['early_stop']}" if r.get("early_stop") else ""
+  if r["status"] == "failed":
+    tail += f" error: {r.get('error', '')[:200]}"
+  best = ranked(state)[:1]
+  best = f" | best {best[0]['reward']:+.3f} (trial {best[0]['id']})" if best else ""
+  return f"{head} {numbers(r)}{tail}{best} | {Candidate.from_json(job['candidate'])}"

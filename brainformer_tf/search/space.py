@@ -1,19 +1,20 @@
-"""The search space of paper Table 1, its scaled-down CPU variants, as PyGlove hyper values.
+"""The search space of paper Table 1 and its scaled-down CPU variants as PyGlove hyper values,
+the mutations on their DNA and the search algorithms, all PyGlove's.
 
-A candidate is a model dim plus a block (`blocks.spec.BlockSpec`, the project's one block
-representation) whose every sub-layer carries all its searched settings: `a[h=..]`,
-`f[H=..,act=..]`, `g[<gating>,c=..,H=..,act=..]`. What the space fixes for every candidate
-(head size, experts, proxy stack depth) goes into the Gin file, not the block.
+A candidate is a model dim plus a block (`blocks.spec.BlockSpec`) whose every sub-layer writes
+out its searched settings: `a[h=..]`, `f[H=..,act=..]`, `g[<gating>,c=..,H=..,act=..]`. What
+the space fixes (head size, experts, proxy depth) goes into the Gin file, not the block. A
+PyGlove DNA of `hyper(space)` decodes to a candidate (`decode`); `check` says if it is valid.
 
-`hyper(space)` is the space as a PyGlove symbolic space: the model dim `pg.oneof` the choices,
-and `max_layers` sub-layer slots (`pg.manyof`, not distinct, not sorted), each one of None (no
-sub-layer), `a`, `f` or `g` with `pg.oneof` settings. A PyGlove DNA materialises to a candidate
-with `decode`: the non-empty slots in order. Valid candidates (`check`): min..max_layers
-sub-layers, at least one attention.
+Mutation operators, PyGlove mutators on that DNA (the paper names none): `layer` re-draws a
+sub-layer slot (an empty slot gets a sub-layer = insert, a sub-layer becomes empty = delete, or
+a new type in place), `swap` trades two slots, and `model_dim`, `heads`, `width`, `gating`,
+`capacity`, `activation` re-draw that setting of one sub-layer (or the model dim).
 """
 
 import dataclasses
 import functools
+import random
 from typing import Dict, Tuple
 
 import pyglove as pg
@@ -21,6 +22,11 @@ import pyglove as pg
 from brainformer_tf.blocks import spec as spec_lib
 
 LAYER_TYPES = ("a", "f", "g")
+_SETTINGS = {"model_dim": "d_model", "heads": "heads", "width": "hidden", "gating": "gating",
+             "capacity": "capacity_factor", "activation": "activation"}
+OPERATORS = ("layer", "swap") + tuple(_SETTINGS)
+ALGORITHMS = ("regularized_evolution", "nsga2")
+ATTEMPTS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,23 +53,12 @@ class SearchSpace:
   # Paper Block 1 assumption (docs/search.md): d and d_ffn = d_moe; heads = max(heads).
   block1: Tuple[int, int] = (1024, 2048)
 
-  def __post_init__(self):
-    for field in ("model_dims", "ffn_hidden", "moe_hidden", "heads", "gatings",
-                  "capacity_factors", "activations"):
-      if not getattr(self, field):
-        raise ValueError(f"SearchSpace {self.name!r}: {field} is empty")
-    if not 1 <= self.min_layers <= self.max_layers:
-      raise ValueError(f"SearchSpace {self.name!r}: need 1 <= min_layers ({self.min_layers}) "
-                       f"<= max_layers ({self.max_layers})")
-
   def choices(self, kind: str) -> Dict[str, tuple]:
     """SubLayer field -> allowed values, for sub-layer letter `kind`."""
-    if kind == "a":
-      return {"heads": self.heads}
-    if kind == "f":
-      return {"hidden": self.ffn_hidden, "activation": self.activations}
-    return {"gating": self.gatings, "capacity_factor": self.capacity_factors,
-            "hidden": self.moe_hidden, "activation": self.activations}
+    return {"a": {"heads": self.heads},
+            "f": {"hidden": self.ffn_hidden, "activation": self.activations},
+            "g": {"gating": self.gatings, "capacity_factor": self.capacity_factors,
+                  "hidden": self.moe_hidden, "activation": self.activations}}[kind]
 
   def scaled(self, name: str, divisor: int, **overrides) -> "SearchSpace":
     """The same space with model dims and hidden sizes divided by `divisor`."""
@@ -71,8 +66,7 @@ class SearchSpace:
     fields = dict(name=name, model_dims=div(self.model_dims), ffn_hidden=div(self.ffn_hidden),
                   moe_hidden=div(self.moe_hidden), base_model_dim=self.base_model_dim // divisor,
                   base_hidden=self.base_hidden // divisor, block1=div(self.block1))
-    fields.update(overrides)
-    return dataclasses.replace(self, **fields)
+    return dataclasses.replace(self, **dict(fields, **overrides))
 
 
 TABLE1 = SearchSpace(
@@ -130,7 +124,8 @@ def check(space: SearchSpace, candidate: Candidate):
 
 @functools.lru_cache(maxsize=None)
 def hyper(name: str) -> pg.Dict:
-  """Space `name` as a PyGlove hyper value: d_model and max_layers optional sub-layer slots."""
+  """Space `name` as a PyGlove hyper value: d_model `pg.oneof` its choices, and max_layers slots
+  (`pg.manyof`, neither distinct nor sorted), each None or a sub-layer with `pg.oneof` settings."""
   space = get(name)
   slot = [None] + [pg.Dict(kind=kind, **{f: pg.oneof(v) for f, v in space.choices(kind).items()})
                    for kind in LAYER_TYPES]
@@ -144,11 +139,9 @@ def dna_spec(name: str) -> pg.DNASpec:
 
 
 def decode(name: str, dna: pg.DNA) -> Candidate:
-  """The candidate a DNA of space `name` materialises to (not checked, see `check`).
-
-  Reads the DNA's numbers (depth first: the model dim's choice, then per slot the choice of
-  None / a / f / g followed by its settings' choices in `choices` order), which is what
-  `pg.materialize(hyper(name), dna)` would build, about a hundred times faster.
+  """The candidate a DNA of space `name` materialises to (not checked, see `check`): what
+  `pg.materialize(hyper(name), dna)` builds, a hundred times faster, from the DNA's numbers
+  (the model dim's choice, then per slot None / a / f / g and its settings in `choices` order).
   """
   space, numbers = get(name), iter(dna.to_numbers())
   d_model = space.model_dims[next(numbers)]
@@ -161,11 +154,6 @@ def decode(name: str, dna: pg.DNA) -> Candidate:
   return Candidate(d_model, spec_lib.BlockSpec(tuple(layers)))
 
 
-def dna_from_json(name: str, numbers) -> pg.DNA:
-  """The DNA that `dna.to_numbers()` wrote (state files, Vizier trial metadata)."""
-  return pg.DNA.from_numbers(numbers, dna_spec(name))
-
-
 def valid(name: str, dna: pg.DNA) -> bool:
   try:
     check(get(name), decode(name, dna))
@@ -174,45 +162,102 @@ def valid(name: str, dna: pg.DNA) -> bool:
   return True
 
 
-def _nearest(values, target):
-  return min(values, key=lambda v: abs(v - target))
-
-
 def references(space: SearchSpace) -> Dict[str, Candidate]:
   """The baselines, written with the space's choices (their length may exceed max_layers).
 
   glam: (a f)(a g) x reference_repeats, gated-GeLU FFN, top-2 experts with ReLU, c = 2
   (GLaM); dense: (a f) x 2*reference_repeats, ReLU FFN; block1: the paper's Block 1
   assumption a g f a g f g f, gated GeLU, expert choice c = 1, the most heads. Widths are the
-  space's baseline / Block 1 widths (or the nearest choice).
+  space's baseline / Block 1 widths: each number the nearest choice, each name the space's
+  first choice where the space lacks it.
   """
-  def sub(kind, **settings):
-    return spec_lib.SubLayer(kind, **settings)
+  nearest = lambda values, target: min(values, key=lambda v: abs(v - target))
 
-  d, h, H = space.base_model_dim, space.base_heads, space.base_hidden
-  a = sub("a", heads=_nearest(space.heads, h))
-  f = sub("f", hidden=_nearest(space.ffn_hidden, H), activation=_act(space, "gated_gelu"))
-  f_relu = sub("f", hidden=_nearest(space.ffn_hidden, H), activation=_act(space, "relu"))
-  g = sub("g", gating=_gating(space, "top_2"), capacity_factor=_nearest(space.capacity_factors, 2),
-          hidden=_nearest(space.moe_hidden, H), activation=_act(space, "relu"))
-  bd, bH = space.block1
-  ba = sub("a", heads=max(space.heads))
-  bf = sub("f", hidden=_nearest(space.ffn_hidden, bH), activation=_act(space, "gated_gelu"))
-  bg = sub("g", gating=_gating(space, "expert_choice"),
-           capacity_factor=_nearest(space.capacity_factors, 1), hidden=_nearest(space.moe_hidden, bH),
-           activation=_act(space, "gated_gelu"))
-  n = space.reference_repeats
-  blocks = {"glam": [a, f, a, g] * n, "dense": [a, f_relu] * (2 * n),
-            "block1": [ba, bg, bf, ba, bg, bf, bg, bf]}
-  dims = {"glam": d, "dense": d, "block1": bd}
-  return {name: Candidate(_nearest(space.model_dims, dims[name]),
-                          spec_lib.BlockSpec(tuple(layers)))
-          for name, layers in blocks.items()}
+  def sub(kind, **wanted):
+    choices = space.choices(kind)
+    return spec_lib.SubLayer(kind, **{
+        f: (v if v in choices[f] else choices[f][0]) if isinstance(v, str)
+        else nearest(choices[f], v) for f, v in wanted.items()})
+
+  d, H, n = space.base_model_dim, space.base_hidden, space.reference_repeats
+  a, f = sub("a", heads=space.base_heads), sub("f", hidden=H, activation="gated_gelu")
+  g = sub("g", gating="top_2", capacity_factor=2, hidden=H, activation="relu")
+  (bd, bH), ba = space.block1, sub("a", heads=max(space.heads))
+  bf = sub("f", hidden=bH, activation="gated_gelu")
+  bg = sub("g", gating="expert_choice", capacity_factor=1, hidden=bH, activation="gated_gelu")
+  blocks = {"glam": (d, [a, f, a, g] * n),
+            "dense": (d, [a, sub("f", hidden=H, activation="relu")] * (2 * n)),
+            "block1": (bd, [ba, bg, bf, ba, bg, bf, bg, bf])}
+  return {name: Candidate(nearest(space.model_dims, dim), spec_lib.BlockSpec(tuple(layers)))
+          for name, (dim, layers) in blocks.items()}
 
 
-def _act(space, name):
-  return name if name in space.activations else space.activations[0]
+def _operator(name: str, seed: int) -> pg.evolution.Mutator:
+  if name == "swap":
+    return pg.evolution.mutators.Swap(seed=seed)  # the only multi-choice node: the slots
+
+  def where(dna):  # a decision's key: a slot's index in `layers`, a setting's name
+    key = None if dna.spec.location.is_root else dna.spec.location.key
+    return isinstance(key, int) if name == "layer" else key == _SETTINGS[name]
+  return pg.evolution.mutators.Uniform(where=where, seed=seed)
 
 
-def _gating(space, name):
-  return name if name in space.gatings else space.gatings[0]
+@pg.members([
+    ("space", pg.typing.Str(), "Search space name (SPACES)."),
+    ("operators", pg.typing.List(pg.typing.Enum(OPERATORS[0], list(OPERATORS)), min_size=1),
+     "Operators to choose from."),
+    ("seed", pg.typing.Int().noneable(), "Random seed."),
+])
+class BlockMutator(pg.evolution.Mutator):
+  """One operator, drawn uniformly, until the child is valid and differs from the parent; the
+  child's metadata names the operator and the parent's trial."""
+
+  def _on_bound(self):
+    super()._on_bound()
+    self._random = random.Random(self.seed)
+    self._operators = {op: _operator(op, self._random.randrange(2 ** 31)) for op in self.operators}
+
+  def mutate(self, dna: pg.DNA, step: int = 0) -> pg.DNA:
+    parent = decode(self.space, dna)
+    for _ in range(ATTEMPTS):
+      op = self._random.choice(list(self.operators))
+      try:
+        child = self._operators[op].mutate(dna, step=step)
+      except RuntimeError:  # PyGlove: no decision of this kind in the DNA (no MoE: no gating)
+        continue
+      if valid(self.space, child) and decode(self.space, child) != parent:
+        return child.set_metadata("operator", op).set_metadata("parent", dna.metadata.get("trial"))
+    raise ValueError(f"no mutation of {parent} found in {ATTEMPTS} attempts with operators "
+                     f"{list(self.operators)}")
+
+
+@pg.members([("space", pg.typing.Str(), "Search space name (SPACES).")])
+class RandomBlocks(pg.geno.Random):
+  """Uniformly random DNA of the space, redrawn until it is a valid candidate."""
+
+  def _propose(self) -> pg.DNA:
+    for _ in range(ATTEMPTS):
+      dna = super()._propose()
+      if valid(self.space, dna):
+        return dna
+    raise ValueError(f"no valid random candidate of space {self.space!r} in {ATTEMPTS} draws")
+
+
+def algorithm(config: dict, history=()) -> pg.evolution.Evolution:
+  """PyGlove's regularized (aging) evolution (Real et al. 2019, the paper's Algorithm 1) or
+  NSGA-II, as `config` (study.default_config) says, set up for the space and recovered from
+  `history`: (DNA, fitness or None while unfinished) in feedback order. Seeded from the seed
+  and len(history): a resumed search draws fresh random numbers.
+  """
+  seed = config["seed"] * 1000003 + len(history)
+  mutator = BlockMutator(config["space"], list(config["operators"]), seed)
+  if config["algorithm"] == "nsga2":  # population_size children per generation, 2x initial
+    evolution = pg.evolution.nsga2(mutator, config["population"], seed)
+  else:
+    evolution = pg.evolution.regularized_evolution(
+        mutator, config["population"], config["tournament"], seed)
+  evolution.rebind(population_init=(RandomBlocks(seed=seed, space=config["space"]),
+                                    evolution.population_init[1]))
+  evolution.setup(dna_spec(config["space"]))
+  evolution.recover(history)
+  return evolution

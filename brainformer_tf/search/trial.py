@@ -1,13 +1,11 @@
 """One trial: the candidate as a Gin model file, trained by a `brainformer train` subprocess.
 
-The subprocess trains the proxy (the block stacked `space.stack` times) under the recipe Gin
-file for a fixed wall-clock budget (`brainformer_tf.training.budget`), with the early-stop
-thresholds of the search, then validates; the result comes from its budget.json and
-train_log.jsonl. The subprocess dies with its parent (PR_SET_PDEATHSIG), so a killed search
-leaves no orphan trial behind. `cores` pins a trial to CPU cores and as many TF threads.
-
-Fault injection for the tests: BRAINFORMER_SEARCH_FAULT=kill_after_start:<trial dir name>
-(e.g. trial_0000) SIGKILLs the search process right after that trial's subprocess started.
+The subprocess trains the proxy (the block stacked `space.stack` times) with the recipe for a
+fixed wall-clock budget (`training.budget`) under the search's early-stop thresholds, then
+validates; the result comes from its budget.json and train_log.jsonl. It dies with its parent
+(PR_SET_PDEATHSIG), so a killed search leaves no orphan; `cores` pins it to CPU cores and as
+many TF threads. For the tests, BRAINFORMER_SEARCH_FAULT=kill_after_start:<trial dir name>
+(e.g. trial_0000) SIGKILLs the search right after that trial's subprocess started.
 """
 
 import ctypes
@@ -24,7 +22,6 @@ from brainformer_tf.blocks import spec as spec_lib
 from brainformer_tf.search.space import Candidate
 from brainformer_tf.search.space import SearchSpace
 from brainformer_tf.training import budget as budget_lib
-
 from brainformer_tf.training import progress
 
 MODEL_GIN = "model.gin"
@@ -32,26 +29,18 @@ LOG = "train.log"
 FAULT = "BRAINFORMER_SEARCH_FAULT"
 
 
-def scale_model_dim(candidate: Candidate, factor: int) -> Candidate:
-  """ScaleModelDim: d_model and every hidden size times `factor` (heads are kept)."""
-  layers = [dataclasses.replace(l, hidden=l.hidden * factor) if l.hidden else l
-            for l in candidate.block.layers]
-  return Candidate(candidate.d_model * factor,
-                   spec_lib.BlockSpec(tuple(layers), candidate.block.groups))
-
-
 def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = None,
               scale: int = 1, title: str = "") -> str:
   """A Gin model file for the candidate: block_base + widths; the block stacked `stack` times.
 
-  scale > 1 applies ScaleModelDim (head size scales too); `stack` is StackNTimes (default: the
-  space's proxy depth).
+  `stack` is StackNTimes (default: the space's proxy depth); scale > 1 is ScaleModelDim:
+  d_model, every hidden size and the head size times `scale` (heads are kept).
   """
-  scaled = scale_model_dim(candidate, scale) if scale != 1 else candidate
-  layers = scaled.block.layers
-  ffn = [l.hidden for l in layers if l.kind == "f"]
-  heads = [l.heads for l in layers if l.kind == "a"]
-  stack = stack or space.stack
+  scaled = Candidate(candidate.d_model * scale, spec_lib.BlockSpec(tuple(
+      dataclasses.replace(l, hidden=l.hidden * scale) if l.hidden else l
+      for l in candidate.block.layers), candidate.block.groups))
+  ffn = [l.hidden for l in scaled.block.layers if l.kind == "f"]
+  heads = [l.heads for l in scaled.block.layers if l.kind == "a"]
   lines = [
       "# -*-Python-*-",
       f"# {title or 'Block found by brainformer search'} (space {space.name!r}; "
@@ -60,7 +49,7 @@ def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = N
       "",
       f"d_model = {scaled.d_model}",
       f"d_kv = {space.d_kv * scale}",
-      f"num_layers = {stack}  # StackNTimes: the block is repeated this many times",
+      f"num_layers = {stack or space.stack}  # StackNTimes: the block is repeated this many times",
       f"num_experts = {space.num_experts}"
       + ("  # the proxy's; the paper uses 64 at 1B and 8B scale" if scale > 1 else ""),
       "# d_ff and num_heads are lm_base macros; every sub-layer of the block sets its own.",
@@ -72,48 +61,25 @@ def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = N
   return "\n".join(lines)
 
 
-@dataclasses.dataclass
-class TrialSettings:
-  """How every trial of a search is trained (same for the baselines)."""
-  budget_s: float
-  clock: str = "wall"                 # budget.settings.clock: wall or process (CPU) seconds
-  recipe: str = "search/cpu_proxy.gin"
-  train_files: Sequence[str] = ()
-  validation_files: Sequence[str] = ()
-  gin_params: Sequence[str] = ()
-  timeout_s: Optional[float] = None   # kill a trial after this long (default 4x budget + 10 min)
-
-
-def command(trial_dir: str, settings: TrialSettings, max_step_time=None, max_loss=None):
+def command(trial_dir: str, config: dict, max_step_time=None, max_loss=None):
   """The `brainformer train` command line of a trial whose model.gin is in trial_dir."""
-  params = [f"budget.settings.seconds = {settings.budget_s}",
-            f"budget.settings.clock = '{settings.clock}'"]
-  if max_step_time is not None:
-    params.append(f"budget.settings.max_step_time = {max_step_time}")
-  if max_loss is not None:
-    params.append(f"budget.settings.max_loss = {max_loss}")
-  if settings.train_files:
-    files = [os.path.abspath(f) for f in settings.train_files]
-    params += ["MIXTURE_NAME = 'local_text_lm'", f"local_text_files.train = {files!r}",
-               f"vocabulary_settings.train_files = {files!r}"]
-  if settings.validation_files:
-    files = [os.path.abspath(f) for f in settings.validation_files]
-    params.append(f"local_text_files.validation = {files!r}")
-  params += list(settings.gin_params)
+  params = [f"budget.settings.seconds = {config['budget_s']}",
+            f"budget.settings.clock = '{config['clock']}'"]
+  for name, value in (("max_step_time", max_step_time), ("max_loss", max_loss)):
+    if value is not None:
+      params.append(f"budget.settings.{name} = {value}")
+  train, valid = ([os.path.abspath(f) for f in config[key]]
+                  for key in ("train_files", "validation_files"))
+  if train:
+    params += ["MIXTURE_NAME = 'local_text_lm'", f"local_text_files.train = {train!r}",
+               f"vocabulary_settings.train_files = {train!r}"]
+  if valid:
+    params.append(f"local_text_files.validation = {valid!r}")
+  params += list(config["gin_params"])
   return ([sys.executable, "-m", "brainformer_tf.cli.main", "train",
            f"--model_dir={os.path.join(trial_dir, 'model')}",
-           f"--gin_file={os.path.join(trial_dir, MODEL_GIN)}", f"--gin_file={settings.recipe}"]
+           f"--gin_file={os.path.join(trial_dir, MODEL_GIN)}", f"--gin_file={config['recipe']}"]
           + [f"--gin_param={p}" for p in params])
-
-
-def die_with_parent(cores=None):
-  """A preexec_fn: the child gets SIGKILL when its parent dies, and runs on `cores`."""
-  def preexec():
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if cores:
-      os.sched_setaffinity(0, cores)
-  return preexec
 
 
 def thread_env(threads):
@@ -122,10 +88,12 @@ def thread_env(threads):
           "OMP_NUM_THREADS": str(threads)}
 
 
-def run(trial_dir: str, space: SearchSpace, candidate: Candidate, settings: TrialSettings,
+def run(trial_dir: str, space: SearchSpace, candidate: Candidate, config: dict,
         max_step_time: Optional[float] = None, max_loss: Optional[float] = None,
         cores: Optional[Sequence[int]] = None) -> dict:
-  """Trains the candidate from scratch in trial_dir; returns the result dict.
+  """Trains the candidate from scratch in trial_dir as the search `config` says (budget_s,
+  clock, recipe, train/validation files, gin_params; timeout_s, default 4x budget + 10 min);
+  returns the result dict:
 
   {"status": "done" | "early_stop" | "failed", "val_loss", "step_time", "steps",
    "check": {...} (loss and step time at check_at of the budget), "early_stop": reason,
@@ -135,24 +103,27 @@ def run(trial_dir: str, space: SearchSpace, candidate: Candidate, settings: Tria
   os.makedirs(trial_dir)
   with open(os.path.join(trial_dir, MODEL_GIN), "w") as f:
     f.write(model_gin(space, candidate, title=str(candidate)))
-  cmd = command(trial_dir, settings, max_step_time, max_loss)
-  timeout = settings.timeout_s or 4 * settings.budget_s + 600
+  cmd = command(trial_dir, config, max_step_time, max_loss)
+  timeout = config["timeout_s"] or 4 * config["budget_s"] + 600
   start = time.time()
+
+  def preexec():  # in the child: SIGKILL when its parent dies (PR_SET_PDEATHSIG), run on cores
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    if cores:
+      os.sched_setaffinity(0, cores)
   with open(os.path.join(trial_dir, LOG), "w") as log:
-    log.write(" ".join(cmd) + "\n")
-    log.flush()
+    print(" ".join(cmd), file=log, flush=True)
     env = dict(os.environ, **thread_env(len(cores))) if cores else None
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir, env=env,
-                            preexec_fn=die_with_parent(cores))
-    if os.environ.get(FAULT) == f"kill_after_start:{os.path.basename(trial_dir)}":
-      print(f"fault injection: SIGKILL the search during {trial_dir}", flush=True)
-      os.kill(os.getpid(), signal.SIGKILL)
-    try:
-      returncode = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-      returncode = f"killed after {timeout:.0f}s"
+    with subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=trial_dir, env=env,
+                          preexec_fn=preexec) as proc:
+      if os.environ.get(FAULT) == f"kill_after_start:{os.path.basename(trial_dir)}":
+        print(f"fault injection: SIGKILL the search during {trial_dir}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+      try:
+        returncode = proc.wait(timeout=timeout)
+      except subprocess.TimeoutExpired:
+        proc.kill()  # leaving the with statement waits for it
+        returncode = f"killed after {timeout:.0f}s"
   result = read_result(os.path.join(trial_dir, "model"))
   result["wall_s"] = time.time() - start
   if returncode != 0 or result["status"] == "failed":
@@ -170,9 +141,8 @@ def read_result(model_dir: str) -> dict:
     val = line.get("validation_loss", val)
     leak_free = line.get("validation_loss_leak_free", leak_free)
   val = leak_free if leak_free is not None else val
-  status = "early_stop" if record.get("early_stop") else "done"
-  if not end or val is None:
-    status = "failed"
+  status = ("failed" if not end or val is None
+            else "early_stop" if record.get("early_stop") else "done")
   return {"status": status, "val_loss": val, "step_time": end.get("step_time"),
           "steps": end.get("step"), "check": record.get("check"),
           "early_stop": record.get("early_stop")}

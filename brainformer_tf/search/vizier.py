@@ -1,18 +1,12 @@
 """A search across machines on Open Source Vizier (optional: requirements/search_vizier.txt).
 
-`serve`: this process measures the baselines (a local study without trials), then starts a
-Vizier server (gRPC on host:port, datastore <dir>/vizier.sqlite) whose Pythia policy is the
-search's PyGlove algorithm (`Policy`), creates the study with the settings and the baselines in
-its metadata, waits until --trials trials are complete and writes the report. Restarted with
-the same --dir it resumes: the baselines from state.json, the trials from the datastore.
-`work`: a worker anywhere asks the server for a trial under its client id (--worker_id), trains
-it and completes it with its record. Vizier hands a client's unfinished (ACTIVE) trial back to
-that client id first, so a worker killed mid-trial and started again with the same id re-runs
-the same trial, and a completed trial is never suggested again: nothing is counted twice.
-Workers stop asking once the study holds --trials trials (Vizier 0.1.21's server cannot take
-an empty suggestion); two workers asking at the same moment can make one trial more.
-The policy replays the completed trials (in completion order) into a fresh algorithm at every
-suggestion (mutation.algorithm), as the local study does on resume.
+`serve` measures the baselines here, then serves the study, settings and baselines in its
+metadata, from a Vizier server (datastore <dir>/vizier.sqlite; restarted with the same --dir it
+resumes) whose Pythia policy is the search's PyGlove algorithm. `work` trains the trials Vizier
+hands a worker's client id and completes each with its record. Vizier hands a client's
+unfinished trial back to it first (a restarted worker re-runs it) and never suggests a completed
+one again. Workers stop asking once the study holds --trials trials (Vizier 0.1.21's server
+cannot take an empty suggestion); two asking at the same moment can make one trial more.
 """
 
 import json
@@ -20,16 +14,14 @@ import os
 import time
 from typing import Callable
 
-from brainformer_tf.search import mutation
 from brainformer_tf.search import space as space_lib
 from brainformer_tf.search import study as study_lib
 from brainformer_tf.search import trial as trial_lib
 
 OWNER, NS = "brainformer", "brainformer"
-DATABASE = "vizier.sqlite"
 
 
-def _vizier():
+def modules():
   """The Vizier modules; ValueError (exit 2 in the CLI) if google-vizier is not installed."""
   try:
     from vizier import pythia, pyvizier as vz  # pylint: disable=g-import-not-at-top
@@ -42,14 +34,10 @@ def _vizier():
   return pythia, vz, converters, clients, servers, svz
 
 
-def check_installed():
-  _vizier()
-
-
 def _converter(config):
   """PyGlove's DNA <-> Vizier trial converter for the search's space and objectives."""
-  metrics = (["loss_ratio", "speed_ratio"] if config["algorithm"] == "nsga2" else ["reward"])
-  return _vizier()[2].VizierConverter.from_dna_spec(space_lib.dna_spec(config["space"]), metrics)
+  metrics = ["loss_ratio", "speed_ratio"] if config["algorithm"] == "nsga2" else ["reward"]
+  return modules()[2].VizierConverter.from_dna_spec(space_lib.dna_spec(config["space"]), metrics)
 
 
 def _metadata(problem_or_trial, key):
@@ -58,25 +46,23 @@ def _metadata(problem_or_trial, key):
 
 def make_policy_factory():
   """A Pythia policy factory: every study of the server runs `Policy`."""
-  pythia, vz = _vizier()[:2]
+  pythia, vz = modules()[:2]
 
   class Policy(pythia.Policy):
-    """The search's PyGlove algorithm, recovered from the study's trials at every call."""
+    """The search's PyGlove algorithm, fresh at every suggestion: the completed trials are
+    replayed in completion order, the others as proposed without a result."""
 
     def __init__(self, problem, supporter):
       self._problem, self._supporter = problem, supporter
 
     def suggest(self, request):
-      config = _metadata(self._problem, "config")
-      trials = self._supporter.GetTrials()
-      converter, state = _converter(config), {"config": config}
-      done = sorted((t for t in trials if t.status == vz.TrialStatus.COMPLETED),
-                    key=lambda t: t.completion_time)
-      history = [(converter.to_dna(t), study_lib.fitness(state, _metadata(t, "record")))
-                 for t in done]
-      history += [(converter.to_dna(t), None) for t in trials
-                  if t.status != vz.TrialStatus.COMPLETED]
-      dna = mutation.algorithm(config, history).propose().set_metadata("trial", len(trials))
+      config, trials = _metadata(self._problem, "config"), self._supporter.GetTrials()
+      converter, completed = _converter(config), vz.TrialStatus.COMPLETED
+      history = [(converter.to_dna(t), study_lib.fitness(config, _metadata(t, "record")))
+                 for t in sorted((t for t in trials if t.status == completed),
+                                 key=lambda t: t.completion_time)]
+      history += [(converter.to_dna(t), None) for t in trials if t.status != completed]
+      dna = space_lib.algorithm(config, history).propose().set_metadata("trial", len(trials))
       trial = converter.to_trial(dna, fallback="return_dummy")
       return pythia.SuggestDecision([vz.TrialSuggestion(trial.parameters,
                                                         metadata=trial.metadata)])
@@ -90,40 +76,31 @@ def make_policy_factory():
 def serve(study, host: str, port: int, name: str, log: Callable[[str], None] = print,
           poll_s: float = 5.0) -> dict:
   """Baselines here, then the trials from a Vizier server; returns the search state."""
-  _, vz, _, clients, servers, svz = _vizier()
+  _, _, _, clients, servers, svz = modules()
   study_lib.run(study, [None], log)  # the local study has local_trials=False: baselines only
-  study_lib.thresholds(study.state)
   server = servers.DefaultVizierServer(
-      host=host, port=port, database_url=f"sqlite:///{os.path.join(study.dir, DATABASE)}",
+      host=host, port=port, database_url=f"sqlite:///{os.path.join(study.dir, 'vizier.sqlite')}",
       policy_factory=make_policy_factory())
   clients.environment_variables.server_endpoint = server.endpoint
   config = study.state["config"]
   problem = _converter(config).problem_or_dummy
-  problem.metadata.ns(NS)["config"] = json.dumps(config)
-  problem.metadata.ns(NS)["references"] = json.dumps(study.state["references"])
+  problem.metadata.ns(NS).update({k: json.dumps(study.state[k]) for k in ("config", "references")})
   vizier_study = clients.Study.from_study_config(
       svz.StudyConfig.from_problem(problem), owner=OWNER, study_id=name)
   log(f"serving study {name!r} at {server.endpoint}: start workers with "
       f"brainformer search --dir=<their dir> --vizier={server.endpoint} --study={name}")
-  while True:
-    trials = list(vizier_study.trials())
-    state = dict(study.state, trials=trials_of(vizier_study))
-    if len(state["trials"]) >= max(config["trials"], len(trials)):
-      return state
+  while True:  # until --trials trials (or all the study holds, if more) are complete
+    trials = [t.materialize() for t in vizier_study.trials()]
+    records = [_metadata(t, "record") for t in trials if "record" in t.metadata.ns(NS)]
+    if len(records) >= max(config["trials"], len(trials)):
+      return dict(study.state, trials=sorted(records, key=lambda record: record["id"]))
     time.sleep(poll_s)
-
-
-def trials_of(vizier_study) -> list:
-  """The study's completed trials as search records, by trial id."""
-  trials = [t.materialize() for t in vizier_study.trials()]
-  return sorted((_metadata(t, "record") for t in trials if "record" in t.metadata.ns(NS)),
-                key=lambda record: record["id"])
 
 
 def work(endpoint: str, search_dir: str, name: str, worker_id: str, cores=None,
          log: Callable[[str], None] = print, poll_s: float = 5.0) -> int:
   """Trains the study's trials until the server has no more; returns how many."""
-  _, vz, _, clients, _, _ = _vizier()
+  _, vz, _, clients, _, _ = modules()
   clients.environment_variables.server_endpoint = endpoint
   while True:
     try:
@@ -132,33 +109,27 @@ def work(endpoint: str, search_dir: str, name: str, worker_id: str, cores=None,
     except Exception:  # pylint: disable=broad-except  (not created yet: baselines running)
       time.sleep(poll_s)
   problem = vizier_study.materialize_problem_statement()
-  config = _metadata(problem, "config")
-  state = {"config": config, "references": _metadata(problem, "references")}
-  converter, settings = _converter(config), study_lib.trial_settings(config)
-  space, ran = space_lib.get(config["space"]), 0
+  state = {key: _metadata(problem, key) for key in ("config", "references")}
+  config, ran = state["config"], 0
   while True:
     trials = [t.materialize() for t in vizier_study.trials()]
-    mine = [t for t in trials if t.status == vz.TrialStatus.ACTIVE
-            and t.assigned_worker == worker_id]
-    if not mine and len(trials) >= config["trials"]:  # as PyGlove's own Vizier backend does
+    if len(trials) >= config["trials"] and not any(  # as PyGlove's own Vizier backend does
+        t.status == vz.TrialStatus.ACTIVE and t.assigned_worker == worker_id for t in trials):
       return ran
-    suggested = vizier_study.suggest(count=1, client_id=worker_id)
-    vizier_trial = suggested[0].materialize()
-    dna = converter.to_dna(vizier_trial)
-    trial_id = vizier_trial.id - 1
+    suggested = vizier_study.suggest(count=1, client_id=worker_id)[0]
+    trial_id, dna = suggested.id - 1, _converter(config).to_dna(suggested.materialize())
     candidate = space_lib.decode(config["space"], dna)
-    log(f"trial {trial_id}: training {candidate} for {settings.budget_s:g}s ({worker_id})")
-    result = trial_lib.run(study_lib.job_dir(search_dir, trial_id), space, candidate, settings,
-                           *study_lib.thresholds(state), cores=cores)
+    log(f"trial {trial_id}: training {candidate} for {config['budget_s']:g}s ({worker_id})")
+    result = trial_lib.run(study_lib.job_dir(search_dir, trial_id), space_lib.get(config["space"]),
+                           candidate, config, *study_lib.thresholds(state), cores=cores)
     reward, objectives = study_lib.score(state, result)
     record = study_lib.job(trial_id, candidate, status=result["status"], result=result,
                            reward=reward, objectives=list(objectives), worker=worker_id,
-                           parent=dna.metadata.get("parent"),
-                           operator=dna.metadata.get("operator"))
+                           parent=dna.metadata.get("parent"), operator=dna.metadata.get("operator"))
     metadata = vz.Metadata()
     metadata.ns(NS)["record"] = json.dumps(record)
-    suggested[0].update_metadata(metadata)
-    suggested[0].complete(vz.Measurement(metrics={"reward": reward, "loss_ratio": objectives[0],
-                                                  "speed_ratio": objectives[1]}))
+    suggested.update_metadata(metadata)
+    suggested.complete(vz.Measurement(metrics={"reward": reward, "loss_ratio": objectives[0],
+                                                "speed_ratio": objectives[1]}))
     ran += 1
     log(f"trial {trial_id} ({worker_id}) {result['status']} reward {reward:+.3f} | {candidate}")
