@@ -41,6 +41,7 @@ FRAMEWORKS = ("ours", "peer")
 
 
 class Shapes(NamedTuple):
+  """The layer shapes both workers build: model width, expert hidden, capacity factor."""
   d_model: int
   hidden: int
   capacity_factor: float

@@ -171,6 +171,12 @@ def update():
   return entries
 
 
+def _table(caption, header, rows):
+  """Lines of a markdown table under `caption`: header cells, rows of formatted cells."""
+  return ([caption + "\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          + ["| " + " | ".join(row) + " |" for row in rows] + [""])
+
+
 def markdown() -> str:
   """The README tables, rendered from the results files on disk."""
   out = []
@@ -197,16 +203,14 @@ def markdown() -> str:
     out.append("")
   mo = _load("moe_overhead.json")
   if mo:
-    out.append(f"Item 2 (fwd+bwd / equal-FLOPs dense FFN; {mo['machine']['date_utc']}, load "
-               f"{mo['machine']['load_average'][0]:.1f}):\n")
-    out.append("| experts | group | expert choice | top-2 (ours, gather) | top-2 (mesh-tf MoE1D) "
-               "| EC / MoE1D |")
-    out.append("|---|---|---|---|---|---|")
-    for r in mo["rows"]:
-      out.append(f"| {r['num_experts']} | {r['group_size']} | {r['expert_choice_over_dense']:.2f} "
-                 f"| {r['top2_ours_over_dense']:.2f} | {r['top2_mesh_tf_over_dense']:.2f} | "
-                 f"{r['expert_choice_over_top2_mesh_tf']:.2f} |")
-    out.append("")
+    out += _table(
+        f"Item 2 (fwd+bwd / equal-FLOPs dense FFN; {mo['machine']['date_utc']}, load "
+        f"{mo['machine']['load_average'][0]:.1f}):",
+        ["experts", "group", "expert choice", "top-2 (ours, gather)", "top-2 (mesh-tf MoE1D)",
+         "EC / MoE1D"],
+        [[f"{r['num_experts']}", f"{r['group_size']}", f"{r['expert_choice_over_dense']:.2f}",
+          f"{r['top2_ours_over_dense']:.2f}", f"{r['top2_mesh_tf_over_dense']:.2f}",
+          f"{r['expert_choice_over_top2_mesh_tf']:.2f}"] for r in mo["rows"]])
   sc = _load("scaling.json")
   if sc:
     out.append(f"Item 3 ({sc['machine']['date_utc']}, load {sc['machine']['load_average'][0]:.1f}):"
@@ -227,16 +231,14 @@ def markdown() -> str:
     out.append("")
   mp = _load("moe_peer.json")
   if mp:
-    out.append(f"This project's expert-choice MoE vs TF Model Garden's MoeLayer (fwd+bwd s; "
-               f"{mp['machine']['date_utc']}, load {mp['machine']['load_average'][0]:.1f}):\n")
-    out.append("| experts | group | ours | peer | ours / peer | ours / its dense | "
-               "peer / its dense |")
-    out.append("|---|---|---|---|---|---|---|")
-    for r in mp["rows"]:
-      out.append(f"| {r['num_experts']} | {r['group_size']} | {r['ours_s']:.3f} | "
-                 f"{r['peer_s']:.3f} | {r['ours_over_peer']:.2f} | "
-                 f"{r['ours_over_ours_dense']:.2f} | {r['peer_over_peer_dense']:.2f} |")
-    out.append("")
+    out += _table(
+        f"This project's expert-choice MoE vs TF Model Garden's MoeLayer (fwd+bwd s; "
+        f"{mp['machine']['date_utc']}, load {mp['machine']['load_average'][0]:.1f}):",
+        ["experts", "group", "ours", "peer", "ours / peer", "ours / its dense",
+         "peer / its dense"],
+        [[f"{r['num_experts']}", f"{r['group_size']}", f"{r['ours_s']:.3f}", f"{r['peer_s']:.3f}",
+          f"{r['ours_over_peer']:.2f}", f"{r['ours_over_ours_dense']:.2f}",
+          f"{r['peer_over_peer_dense']:.2f}"] for r in mp["rows"]])
   entries = build()
   if entries:
     out.append("| target | value | threshold | met | scale |")
