@@ -74,6 +74,16 @@ def machine_info(onednn: Optional[str] = None) -> dict:
                                ("on" if env == "1" else "off"))}
 
 
+def cpu_flags() -> List[str]:
+  """The SIMD flags that decide TF's matmul speed here (AVX2, AVX-512 ...)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+  except OSError:
+    return []
+  return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+
+
 def _tf_version() -> str:
   try:
     return metadata.version("tensorflow")
@@ -92,8 +102,10 @@ def onednn_env(onednn: str) -> dict:
 def train_command(model_dir: str, model_gin: str, recipe: str, *, budget_s: Optional[float] = None,
                   steps: Optional[int] = None, seed: int = 1234, extra: Sequence[str] = (),
                   train: Sequence[str] = (), validation: Sequence[str] = (),
-                  final_eval_steps: int = 50, lr_warmup_steps: Optional[int] = None) -> List[str]:
-  """The `brainformer train` command line of one benchmark run."""
+                  final_eval_steps: int = 50, lr_warmup_steps: Optional[int] = None,
+                  gin_files: Sequence[str] = ()) -> List[str]:
+  """The `brainformer train` command line of one benchmark run (gin_files: more Gin files
+  after the recipe, e.g. a layout)."""
   if (budget_s is None) == (steps is None):
     raise ValueError("give exactly one of budget_s and steps")
   params = [f"train_with_progress.seed = {seed}", "train_with_progress.log_every_n_steps = 1",
@@ -115,14 +127,15 @@ def train_command(model_dir: str, model_gin: str, recipe: str, *, budget_s: Opti
   params += list(extra)
   return ([sys.executable, "-m", "brainformer_tf.cli.main", "train", f"--model_dir={model_dir}",
            f"--gin_file={model_gin}", f"--gin_file={recipe}"]
-          + [f"--gin_param={p}" for p in params])
+          + [f"--gin_file={f}" for f in gin_files] + [f"--gin_param={p}" for p in params])
 
 
 def run_training(model_dir: str, command: List[str], onednn: str = "default",
-                 timeout_s: float = 3600, on_line=None) -> dict:
+                 timeout_s: float = 3600, on_line=None, env: Optional[dict] = None) -> dict:
   """Runs `command` (from train_command) from scratch in model_dir; returns `read_run`'s dict.
 
   The output goes to <model_dir>.log; on_line(line), if given, also sees every line as it comes.
+  env: variables set for the run on top of this process's environment.
   """
   if os.path.exists(model_dir):
     shutil.rmtree(model_dir)
@@ -134,7 +147,8 @@ def run_training(model_dir: str, command: List[str], onednn: str = "default",
     log.write(" ".join(command) + "\n")
     log.flush()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env=dict(onednn_env(onednn), TF_CPP_MIN_LOG_LEVEL="1"), text=True,
+                            env={**onednn_env(onednn), "TF_CPP_MIN_LOG_LEVEL": "1",
+                                 **(env or {})}, text=True,
                             errors="replace")
     watchdog = threading.Timer(timeout_s, proc.kill)  # a hung run is killed, as run(timeout)
     watchdog.start()

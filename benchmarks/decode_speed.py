@@ -27,16 +27,6 @@ MODES = {"greedy": dict(), "beam4": dict(beam_size=4, alpha=0.6)}
 PROMPT_TOKENS = 16
 
 
-def cpu_flags():
-  """The SIMD flags that decide TF's matmul speed here (AVX2, AVX-512 ...)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
-  except OSError:
-    return []
-  return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
-
-
 def time_decode(model_dir, batch, mode, new_tokens, repeats):
   """New tokens per second of `repeats` decodes of `batch` prompts (after one warm-up)."""
   settings = generate.Settings(max_new_tokens=new_tokens, **MODES[mode])
@@ -59,7 +49,7 @@ def main():
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--batches", default="1,16")
   args = p.parse_args()
-  result = {"machine": dict(common.machine_info(), cpu_flags=cpu_flags()),
+  result = {"machine": dict(common.machine_info(), cpu_flags=common.cpu_flags()),
             "matmul_peak": peak.measure(), "size": args.size, "new_tokens": args.new_tokens,
             "prompt_tokens": PROMPT_TOKENS, "rows": []}
   vocab_size = leakfree.vocabulary().vocab_size

@@ -32,7 +32,7 @@ def time_layer(gating, dispatch, num_experts, group_size, d_model=256, hidden=51
 
 
 def time_fwd_bwd(make_layer, d_model=256, batch=8, length=512, warmup=2, repeats=5,
-                 stat="median", packed=False, profile=False):
+                 stat="median", packed=False, profile=False, input_grad=False, on_graph=None):
   """Seconds of one session.run of layer output + all gradients ("median" or "min" of repeats).
 
   make_layer() returns a mesh-tf TransformerLayer; it is called on a [batch, length, d_model]
@@ -40,6 +40,8 @@ def time_fwd_bwd(make_layer, d_model=256, batch=8, length=512, warmup=2, repeats
   the context an all-ones sequence_id (packed training data without padding), which mesh-tf's
   stock MoE1D needs for its importance weights. profile=True returns (seconds, {op type:
   microseconds}) from one extra run traced with the TF step-stats timeline (all CPU ops).
+  input_grad=True also fetches the gradient w.r.t. the input (as a layer inside a model
+  computes it). on_graph, if given, is called with the mtf.Graph once the layer is built.
   """
   batch_dim, length_dim = mtf.Dimension("batch", batch), mtf.Dimension("length", length)
   model_dim = mtf.Dimension("d_model", d_model)
@@ -60,7 +62,9 @@ def time_fwd_bwd(make_layer, d_model=256, batch=8, length=512, warmup=2, repeats
     y = make_layer().call(context, x)
     loss = mtf.reduce_sum(mtf.square(y))
     variables = [v.outputs[0] for v in g.graph.trainable_variables]
-    grads = mtf.gradients([loss], variables)
+    grads = mtf.gradients([loss], variables + ([x] if input_grad else []))
+    if on_graph:
+      on_graph(g.graph)
     with g.session() as s:
       fetches = s.export([loss] + grads)
       session = s.session

@@ -104,6 +104,21 @@ def scaling_targets(data):
   return out
 
 
+def peer_targets(data):
+  """benchmarks.moe_peer: this project's expert-choice layer vs TF Model Garden's MoeLayer."""
+  if not data or not data["rows"]:
+    return {}
+  worst = max(r["ours_over_peer"] for r in data["rows"])
+  load = data["machine"]["load_average"][0]
+  return {"expert_choice_over_model_garden_moe": _entry(
+      worst, 0.5, worst <= 0.5, data["command"], data["scale"],
+      "worst this project's expert-choice MoE / TF Model Garden MoeLayer (experts choose) "
+      "fwd+bwd time (same shapes, groups and capacity; separate processes, alternating) over "
+      f"experts {sorted({r['num_experts'] for r in data['rows']})} and groups "
+      f"{sorted({r['group_size'] for r in data['rows']})}; load average {load:.1f} at start "
+      f"on {data['machine']['cores']} cores")}
+
+
 def table3_targets(data):
   """Leak-free Table 3 (benchmarks.table3): BF-1 vs GLaM at equal tokens and wall-clock, and
   the paper's ordering BF-1 < Search-w-Top2 < GLaM."""
@@ -144,6 +159,7 @@ def build():
   entries.update(table3_targets(_load("table3/table3.json")))
   entries.update(overhead_targets(_load("moe_overhead.json")))
   entries.update(scaling_targets(_load("scaling.json")))
+  entries.update(peer_targets(_load("moe_peer.json")))
   return entries
 
 
@@ -153,6 +169,12 @@ def update():
   print(f"summary: {sum(e['met'] for e in entries.values())}/{len(entries)} targets met -> "
         f"{path}")
   return entries
+
+
+def _table(caption, header, rows):
+  """Lines of a markdown table under `caption`: header cells, rows of formatted cells."""
+  return ([caption + "\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          + ["| " + " | ".join(row) + " |" for row in rows] + [""])
 
 
 def markdown() -> str:
@@ -181,16 +203,14 @@ def markdown() -> str:
     out.append("")
   mo = _load("moe_overhead.json")
   if mo:
-    out.append(f"Item 2 (fwd+bwd / equal-FLOPs dense FFN; {mo['machine']['date_utc']}, load "
-               f"{mo['machine']['load_average'][0]:.1f}):\n")
-    out.append("| experts | group | expert choice | top-2 (ours, gather) | top-2 (mesh-tf MoE1D) "
-               "| EC / MoE1D |")
-    out.append("|---|---|---|---|---|---|")
-    for r in mo["rows"]:
-      out.append(f"| {r['num_experts']} | {r['group_size']} | {r['expert_choice_over_dense']:.2f} "
-                 f"| {r['top2_ours_over_dense']:.2f} | {r['top2_mesh_tf_over_dense']:.2f} | "
-                 f"{r['expert_choice_over_top2_mesh_tf']:.2f} |")
-    out.append("")
+    out += _table(
+        f"Item 2 (fwd+bwd / equal-FLOPs dense FFN; {mo['machine']['date_utc']}, load "
+        f"{mo['machine']['load_average'][0]:.1f}):",
+        ["experts", "group", "expert choice", "top-2 (ours, gather)", "top-2 (mesh-tf MoE1D)",
+         "EC / MoE1D"],
+        [[f"{r['num_experts']}", f"{r['group_size']}", f"{r['expert_choice_over_dense']:.2f}",
+          f"{r['top2_ours_over_dense']:.2f}", f"{r['top2_mesh_tf_over_dense']:.2f}",
+          f"{r['expert_choice_over_top2_mesh_tf']:.2f}"] for r in mo["rows"]])
   sc = _load("scaling.json")
   if sc:
     out.append(f"Item 3 ({sc['machine']['date_utc']}, load {sc['machine']['load_average'][0]:.1f}):"
@@ -209,6 +229,16 @@ def markdown() -> str:
     for r in sc["layer_tokens"]["rows"]:
       out.append(f"| {r['tokens']} | {r['expert_choice_s']:.3f} | {r['us_per_token']:.1f} |")
     out.append("")
+  mp = _load("moe_peer.json")
+  if mp:
+    out += _table(
+        f"This project's expert-choice MoE vs TF Model Garden's MoeLayer (fwd+bwd s; "
+        f"{mp['machine']['date_utc']}, load {mp['machine']['load_average'][0]:.1f}):",
+        ["experts", "group", "ours", "peer", "ours / peer", "ours / its dense",
+         "peer / its dense"],
+        [[f"{r['num_experts']}", f"{r['group_size']}", f"{r['ours_s']:.3f}", f"{r['peer_s']:.3f}",
+          f"{r['ours_over_peer']:.2f}", f"{r['ours_over_ours_dense']:.2f}",
+          f"{r['peer_over_peer_dense']:.2f}"] for r in mp["rows"]])
   entries = build()
   if entries:
     out.append("| target | value | threshold | met | scale |")

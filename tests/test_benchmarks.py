@@ -182,4 +182,4 @@ def test_decode_speed_times_greedy_and_beam_on_a_saved_model(tmp_path):
   for mode in decode_speed.MODES:
     row = decode_speed.time_decode(str(tmp_path), 2, mode, 3, 1)
     assert 0 < row["tokens"] <= 2 * 3 and row["tokens_per_sec"] > 0
-  assert all(f.startswith(("avx", "fma", "amx")) for f in decode_speed.cpu_flags())
+  assert all(f.startswith(("avx", "fma", "amx")) for f in common.cpu_flags())
