@@ -45,6 +45,7 @@ def test_gpu_1_layout_is_one_slice_on_gpu_0():
   assert 'utils.run.mesh_devices = ["gpu:0"]' in text
 
 
+@pytest.mark.slow  # a process that imports TensorFlow
 def test_no_gpu_is_one_line_and_exit_2():
   """As a user runs it (TF's log level left to the module), with any GPU hidden."""
   env = dict(os.environ, CUDA_VISIBLE_DEVICES="")

@@ -110,6 +110,7 @@ def test_summary_entry_takes_the_worst_cell():
 
 
 @needs_peer
+@pytest.mark.slow  # the peer's worker process imports TensorFlow and Keras
 @pytest.mark.timeout(600)
 def test_tiny_cell_gives_a_full_row():
   """Ours in this process, the peer in its worker process (TF2), on a tiny cell; the row
