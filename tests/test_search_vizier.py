@@ -109,3 +109,36 @@ def test_two_workers_share_a_study_and_a_killed_worker_reruns_its_trial(tmp_path
   assert trials[0]["worker"] == "a" and trials[1]["worker"] == "b"
   assert all(t["status"] in study_lib.FINISHED for t in trials)
   assert log["references"]["glam"]["attempts"] == 1
+
+
+@pytest.mark.parametrize("algorithm", ["nsga2", "regularized_evolution"])
+def test_the_server_proposes_what_one_live_local_algorithm_proposes(tmp_path, algorithm):
+  """Trials suggested and completed one at a time through the server follow exactly the
+  proposals of one PyGlove algorithm fed the same results in the same order: NSGA-II's turn
+  over its elites (a policy rebuilt at every suggestion loses it), and a Swap mutant (sent
+  without rebuilding its DNA, Vizier's converter turned it back into its parent)."""
+  server = servers.DefaultVizierServer(
+      host="localhost", database_url=f"sqlite:///{tmp_path / 'v.sqlite'}",
+      policy_factory=vizier.make_policy_factory())
+  clients.environment_variables.server_endpoint = server.endpoint
+  config = study_lib.default_config(space="mini", trials=10, population=3, tournament=2,
+                                    algorithm=algorithm)
+  converter = vizier._converter(config)
+  problem = converter.problem_or_dummy
+  problem.metadata.ns(vizier.NS)["config"] = json.dumps(config)
+  study = clients.Study.from_study_config(svz.StudyConfig.from_problem(problem),
+                                          owner=vizier.OWNER, study_id=algorithm)
+  local = space_lib.algorithm(config)
+  for trial_id in range(config["trials"]):
+    served = study.suggest(count=1, client_id="a")[0]
+    dna = converter.to_dna(served.materialize())
+    expected = local.propose()
+    assert dna.to_numbers() == expected.to_numbers(), trial_id
+    loss = 3.0 + (sum(dna.to_numbers()) * 7919 % 101) / 100  # a fixed result per block
+    record = _record(trial_id, dna, loss)
+    record["objectives"] = [5.0 / loss, 1.0 + (sum(dna.to_numbers()) % 7) / 10]
+    local.feedback(expected, study_lib.fitness(config, record))
+    metadata = vz.Metadata()
+    metadata.ns(vizier.NS)["record"] = json.dumps(record)
+    served.update_metadata(metadata)
+    served.complete(vz.Measurement(metrics={"reward": record["reward"]}))

@@ -138,6 +138,14 @@ def dna_spec(name: str) -> pg.DNASpec:
   return pg.dna_spec(hyper(name))
 
 
+def dna_of(name: str, numbers, metadata) -> pg.DNA:
+  """A DNA of space `name` built from its numbers, with `metadata`. PyGlove's Swap moves child
+  DNAs between slots still bound to their old slots' specs, which Vizier's converter follows
+  back (the swap would be lost): a proposal is rebuilt with this before it is stored or sent."""
+  return pg.DNA.from_numbers(list(numbers), dna_spec(name)).rebind(
+      metadata=dict(metadata), skip_notification=True)
+
+
 def decode(name: str, dna: pg.DNA) -> Candidate:
   """The candidate a DNA of space `name` materialises to (not checked, see `check`): what
   `pg.materialize(hyper(name), dna)` builds, a hundred times faster, from the DNA's numbers

@@ -20,7 +20,6 @@ import pathlib
 import threading
 from typing import Callable, Optional
 
-import pyglove as pg
 
 from brainformer_tf import atomic
 from brainformer_tf.search import report
@@ -162,8 +161,7 @@ class Study:
   def _dna(self, trial_id):
     """The trial's DNA with the metadata PyGlove gave it when proposing it."""
     trial = self.state["trials"][trial_id]
-    dna = pg.DNA.from_numbers(trial["dna"], space_lib.dna_spec(self.state["config"]["space"]))
-    return dna.rebind(metadata=trial["dna_metadata"], skip_notification=True)
+    return space_lib.dna_of(self.state["config"]["space"], trial["dna"], trial["dna_metadata"])
 
   def close(self):
     """Releases the directory for another process."""

@@ -11,6 +11,7 @@ cannot take an empty suggestion); two asking at the same moment can make one tri
 
 import json
 import os
+import threading
 import time
 from typing import Callable
 
@@ -45,32 +46,48 @@ def _metadata(problem_or_trial, key):
 
 
 def make_policy_factory():
-  """A Pythia policy factory: every study of the server runs `Policy`."""
+  """A Pythia policy factory: every study of the server runs `Policy`, on one live PyGlove
+  algorithm per study for the server's lifetime (as a local search keeps one)."""
   pythia, vz = modules()[:2]
+  live, lock = {}, threading.Lock()  # study name -> (algorithm, ids of trials fed back)
 
   class Policy(pythia.Policy):
-    """The search's PyGlove algorithm, fresh at every suggestion: the completed trials are
-    replayed in completion order, the others as proposed without a result."""
+    """The search's PyGlove algorithm: built when the server first suggests for the study
+    (recovered from the study's trials: the completed ones in completion order, the others as
+    proposed without a result), then fed each trial as it completes."""
 
-    def __init__(self, problem, supporter):
-      self._problem, self._supporter = problem, supporter
+    def __init__(self, problem, supporter, study_name):
+      self._problem, self._supporter, self._name = problem, supporter, study_name
 
     def suggest(self, request):
       config, trials = _metadata(self._problem, "config"), self._supporter.GetTrials()
       converter, completed = _converter(config), vz.TrialStatus.COMPLETED
-      history = [(converter.to_dna(t), study_lib.fitness(config, _metadata(t, "record")))
-                 for t in sorted((t for t in trials if t.status == completed),
-                                 key=lambda t: t.completion_time)]
-      history += [(converter.to_dna(t), None) for t in trials if t.status != completed]
-      dna = space_lib.algorithm(config, history).propose().set_metadata("trial", len(trials))
-      trial = converter.to_trial(dna, fallback="return_dummy")
+      done = sorted((t for t in trials if t.status == completed), key=lambda t: t.completion_time)
+
+      def fitness(trial):
+        return study_lib.fitness(config, _metadata(trial, "record"))
+
+      with lock:
+        if self._name not in live:
+          history = [(converter.to_dna(t), fitness(t)) for t in done]
+          history += [(converter.to_dna(t), None) for t in trials if t.status != completed]
+          live[self._name] = (space_lib.algorithm(config, history), {t.id for t in done})
+        evolution, fed = live[self._name]
+        for t in done:
+          if t.id not in fed:
+            evolution.feedback(converter.to_dna(t), fitness(t))
+            fed.add(t.id)
+        dna = evolution.propose().set_metadata("trial", len(trials))
+      trial = converter.to_trial(space_lib.dna_of(config["space"], dna.to_numbers(), dna.metadata),
+                                 fallback="return_dummy")
       return pythia.SuggestDecision([vz.TrialSuggestion(trial.parameters,
                                                         metadata=trial.metadata)])
 
     def early_stop(self, request):
       return pythia.EarlyStopDecisions()  # the budget hook stops trials early, not Vizier
 
-  return lambda problem, algorithm, supporter, study_name: Policy(problem, supporter)
+  return lambda problem, algorithm, supporter, study_name: Policy(problem, supporter,
+                                                                   study_name)
 
 
 def serve(study, host: str, port: int, name: str, log: Callable[[str], None] = print,
