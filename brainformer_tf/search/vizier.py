@@ -45,49 +45,45 @@ def _metadata(problem_or_trial, key):
   return json.loads(problem_or_trial.metadata.ns(NS)[key])
 
 
+def _fitness(config, trial):
+  return study_lib.fitness(config, _metadata(trial, "record"))
+
+
 def make_policy_factory():
-  """A Pythia policy factory: every study of the server runs `Policy`, on one live PyGlove
-  algorithm per study for the server's lifetime (as a local search keeps one)."""
+  """A Pythia policy factory: each study of the server runs the search's PyGlove algorithm,
+  one live algorithm per study (a restarted server recovers it from the study's trials)."""
   pythia, vz = modules()[:2]
   live, lock = {}, threading.Lock()  # study name -> (algorithm, ids of trials fed back)
 
   class Policy(pythia.Policy):
-    """The search's PyGlove algorithm: built when the server first suggests for the study
-    (recovered from the study's trials: the completed ones in completion order, the others as
-    proposed without a result), then fed each trial as it completes."""
 
     def __init__(self, problem, supporter, study_name):
       self._problem, self._supporter, self._name = problem, supporter, study_name
 
     def suggest(self, request):
       config, trials = _metadata(self._problem, "config"), self._supporter.GetTrials()
-      converter, completed = _converter(config), vz.TrialStatus.COMPLETED
-      done = sorted((t for t in trials if t.status == completed), key=lambda t: t.completion_time)
-
-      def fitness(trial):
-        return study_lib.fitness(config, _metadata(trial, "record"))
-
+      to_dna, space = _converter(config).to_dna, config["space"]
+      done = sorted((t for t in trials if t.status == vz.TrialStatus.COMPLETED),
+                    key=lambda t: t.completion_time)
       with lock:
-        if self._name not in live:
-          history = [(converter.to_dna(t), fitness(t)) for t in done]
-          history += [(converter.to_dna(t), None) for t in trials if t.status != completed]
-          live[self._name] = (space_lib.algorithm(config, history), {t.id for t in done})
+        if self._name not in live:  # completed trials in completion order, then the others
+          live[self._name] = (space_lib.algorithm(config, [
+              (to_dna(t), _fitness(config, t)) for t in done] + [
+                  (to_dna(t), None) for t in trials if t not in done]), {t.id for t in done})
         evolution, fed = live[self._name]
-        for t in done:
-          if t.id not in fed:
-            evolution.feedback(converter.to_dna(t), fitness(t))
-            fed.add(t.id)
+        for t in (t for t in done if t.id not in fed):
+          evolution.feedback(to_dna(t), _fitness(config, t))
+          fed.add(t.id)
         dna = evolution.propose().set_metadata("trial", len(trials))
-      trial = converter.to_trial(space_lib.dna_of(config["space"], dna.to_numbers(), dna.metadata),
-                                 fallback="return_dummy")
+      trial = _converter(config).to_trial(space_lib.dna_of(space, dna.to_numbers(), dna.metadata),
+                                          fallback="return_dummy")
       return pythia.SuggestDecision([vz.TrialSuggestion(trial.parameters,
                                                         metadata=trial.metadata)])
 
     def early_stop(self, request):
       return pythia.EarlyStopDecisions()  # the budget hook stops trials early, not Vizier
 
-  return lambda problem, algorithm, supporter, study_name: Policy(problem, supporter,
-                                                                   study_name)
+  return lambda problem, _, supporter, study_name: Policy(problem, supporter, study_name)
 
 
 def serve(study, host: str, port: int, name: str, log: Callable[[str], None] = print,
