@@ -62,7 +62,7 @@ def test_trials_go_out_per_client_and_come_back_to_a_restarted_client(tmp_path):
 
 
 COMMON = ["-m", "brainformer_tf.cli.main", "search"]
-SETTINGS = ["--space=tiny", "--trials=3", "--population=2", "--tournament=2", "--budget_s=2",
+SETTINGS = ["--space=tiny", "--trials=2", "--population=2", "--tournament=2", "--budget_s=2",
             "--references=glam", "--top_k=1", "--step_time_slack=3", "--loss_slack=0.5",
             "--gin_param=train_with_progress.final_leak_free_rows = 0"]
 
@@ -105,7 +105,7 @@ def test_two_workers_share_a_study_and_a_killed_worker_reruns_its_trial(tmp_path
   assert "trial 0" not in outputs["b"] and "trial 1: training" in outputs["b"]
   log = json.load(open(tmp_path / "server" / "search_log.json"))
   trials = log["trials"]
-  assert [t["id"] for t in trials] == [0, 1, 2]  # each trial once, none lost
+  assert [t["id"] for t in trials] == [0, 1]  # each trial once, none lost
   assert trials[0]["worker"] == "a" and trials[1]["worker"] == "b"
   assert all(t["status"] in study_lib.FINISHED for t in trials)
   assert log["references"]["glam"]["attempts"] == 1
