@@ -7,11 +7,7 @@
 See docs/tasks.md for every task, its sources, metric and Gin settings.
 """
 
-from brainformer_tf import compat as _compat
-
-_compat.apply()
-
-# pylint: disable=g-import-not-at-top,unused-import
+import brainformer_tf  # pylint: disable=unused-import  (its import hook patches mesh-tf, t5)
 import seqio as _seqio
 
 
@@ -20,6 +16,7 @@ def _registered_names():
 
 
 _BEFORE = _registered_names()
+# pylint: disable=g-import-not-at-top,unused-import
 from tasks import lm
 from tasks import glue
 from tasks import oneshot
