@@ -115,8 +115,8 @@ def test_two_workers_share_a_study_and_a_killed_worker_reruns_its_trial(tmp_path
 def test_the_server_proposes_what_one_live_local_algorithm_proposes(tmp_path, algorithm):
   """Trials suggested and completed one at a time through the server follow exactly the
   proposals of one PyGlove algorithm fed the same results in the same order: NSGA-II's turn
-  over its elites (a policy rebuilt at every suggestion loses it), and a Swap mutant (sent
-  without rebuilding its DNA, Vizier's converter turned it back into its parent)."""
+  over its elites (a policy rebuilt at every suggestion loses it), and a Swap mutant (whose
+  DNA, unless rebuilt from its numbers, Vizier's converter turns back into its parent)."""
   server = servers.DefaultVizierServer(
       host="localhost", database_url=f"sqlite:///{tmp_path / 'v.sqlite'}",
       policy_factory=vizier.make_policy_factory())

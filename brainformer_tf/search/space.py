@@ -141,7 +141,7 @@ def dna_spec(name: str) -> pg.DNASpec:
 def dna_of(name: str, numbers, metadata) -> pg.DNA:
   """A DNA of space `name` built from its numbers, with `metadata`. PyGlove's Swap moves child
   DNAs between slots still bound to their old slots' specs, which Vizier's converter follows
-  back (the swap would be lost): a proposal is rebuilt with this before it is stored or sent."""
+  back (the swap would be lost): every mutant is rebuilt with this (BlockMutator)."""
   return pg.DNA.from_numbers(list(numbers), dna_spec(name)).rebind(
       metadata=dict(metadata), skip_notification=True)
 
@@ -234,7 +234,8 @@ class BlockMutator(pg.evolution.Mutator):
       except RuntimeError:  # PyGlove: no decision of this kind in the DNA (no MoE: no gating)
         continue
       if valid(self.space, child) and decode(self.space, child) != parent:
-        return child.set_metadata("operator", op).set_metadata("parent", dna.metadata.get("trial"))
+        return dna_of(self.space, child.to_numbers(),  # Swap's child: stale slot bindings
+                      dict(child.metadata, operator=op, parent=dna.metadata.get("trial")))
     raise ValueError(f"no mutation of {parent} found in {ATTEMPTS} attempts with operators "
                      f"{list(self.operators)}")
 

@@ -62,21 +62,19 @@ def make_policy_factory():
 
     def suggest(self, request):
       config, trials = _metadata(self._problem, "config"), self._supporter.GetTrials()
-      to_dna, space = _converter(config).to_dna, config["space"]
-      done = sorted((t for t in trials if t.status == vz.TrialStatus.COMPLETED),
-                    key=lambda t: t.completion_time)
+      converter, completed = _converter(config), vz.TrialStatus.COMPLETED
+      done = sorted((t for t in trials if t.status == completed), key=lambda t: t.completion_time)
       with lock:
         if self._name not in live:  # completed trials in completion order, then the others
-          live[self._name] = (space_lib.algorithm(config, [
-              (to_dna(t), _fitness(config, t)) for t in done] + [
-                  (to_dna(t), None) for t in trials if t not in done]), {t.id for t in done})
+          history = [(converter.to_dna(t), _fitness(config, t)) for t in done]
+          history += [(converter.to_dna(t), None) for t in trials if t.status != completed]
+          live[self._name] = (space_lib.algorithm(config, history), {t.id for t in done})
         evolution, fed = live[self._name]
         for t in (t for t in done if t.id not in fed):
-          evolution.feedback(to_dna(t), _fitness(config, t))
+          evolution.feedback(converter.to_dna(t), _fitness(config, t))
           fed.add(t.id)
         dna = evolution.propose().set_metadata("trial", len(trials))
-      trial = _converter(config).to_trial(space_lib.dna_of(space, dna.to_numbers(), dna.metadata),
-                                          fallback="return_dummy")
+      trial = converter.to_trial(dna, fallback="return_dummy")
       return pythia.SuggestDecision([vz.TrialSuggestion(trial.parameters,
                                                         metadata=trial.metadata)])
 
