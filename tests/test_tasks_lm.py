@@ -95,7 +95,8 @@ class _gin_bindings:
 
 def test_default_corpus_docstrings_are_cached_under_their_fingerprint(tmp_path, monkeypatch):
   """Read once (json's module docstring among them, found by an independent ast read), then
-  from the cache file; a corrupt cache file is rebuilt."""
+  from the cache file; a corrupt cache file is rebuilt; a cache folder that cannot be created
+  is skipped."""
   monkeypatch.setenv("BRAINFORMER_CACHE_DIR", str(tmp_path))
   default_corpus.docstring_documents.cache_clear()
   try:
@@ -112,6 +113,10 @@ def test_default_corpus_docstrings_are_cached_under_their_fingerprint(tmp_path, 
     default_corpus.docstring_documents.cache_clear()
     assert default_corpus.docstring_documents() == first
     assert json.loads(cached.read_text()) == first
+    # A cache folder that cannot be created (a file in its place): read, nothing written.
+    monkeypatch.setenv("BRAINFORMER_CACHE_DIR", str(cached))
+    default_corpus.docstring_documents.cache_clear()
+    assert default_corpus.docstring_documents() == first
   finally:
     default_corpus.docstring_documents.cache_clear()
 

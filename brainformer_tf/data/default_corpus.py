@@ -97,17 +97,19 @@ def read_docstring_documents() -> Dict[str, str]:
 @functools.lru_cache(maxsize=None)
 def docstring_documents() -> Dict[str, str]:
   """read_docstring_documents(), through the cache file of this fingerprint."""
-  path = os.path.join(paths.cache_dir(), f"default_corpus_docstrings_{fingerprint()}.json")
-  try:
+  path = None
+  try:  # cache_dir() creates the folder: a read-only home must not stop the corpus
+    path = os.path.join(paths.cache_dir(), f"default_corpus_docstrings_{fingerprint()}.json")
     with open(path, encoding="utf-8") as f:
       return json.load(f)
   except (OSError, ValueError):
     pass
   result = read_docstring_documents()
-  try:
-    atomic.write_json(path, result)
-  except OSError:
-    pass  # a read-only cache: the next process reads the modules again
+  if path:
+    try:
+      atomic.write_json(path, result)
+    except OSError:
+      pass  # a read-only cache: the next process reads the modules again
   return result
 
 
