@@ -34,8 +34,10 @@ def _cases(tmp):
       "gin file is a directory": (
           ["train", f"--model_dir={tmp}/m", "--gin_file=layouts"] + GLAM,
           "--gin_file=layouts is a directory"),
+      # with an unknown task too: the device check comes before reading any data
       "layout for devices this machine lacks": (
-          ["train", f"--model_dir={tmp}/m", "--gin_file=layouts/gpu_8.gin"] + GLAM,
+          ["train", f"--model_dir={tmp}/m", "--gin_file=layouts/gpu_8.gin"] + GLAM +
+          ["--gin_param=MIXTURE_NAME = 'no_such_task'"],
           "mesh_devices lists 'gpu:0', which this machine does not have"),
       "missing module": (
           ["train", f"--model_dir={tmp}/m", "--module_import=no_such_module"] + GLAM,
