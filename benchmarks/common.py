@@ -181,19 +181,8 @@ def parse_records(records: List[dict], budget: Optional[dict] = None, warmup_ste
   pass); a whole-sequence-only figure is kept as val_loss_whole_sequence, never as val_loss.
   """
   train = [r for r in records if "loss" in r and "time" in r]
-  val = [r for r in records if "validation_loss" in r]
-  leak_free = [r for r in records if "validation_loss_leak_free" in r]
   out = {"curve": [], "steps": None, "train_s": None, "steps_per_sec": None,
-         "val_loss": val[-1]["validation_loss"] if val else None,
-         "val_step": val[-1]["step"] if val else None, "val_kind": "one pass, causal routing"}
-  if val and val[-1].get("whole_sequence"):
-    out["val_kind"] = "whole-sequence (routing reads later tokens)"
-    out["val_loss_whole_sequence"] = out["val_loss"]
-    out["val_loss"] = None
-  if leak_free:   # the figure to report for a model whose routing reads its row
-    out.update(val_loss=leak_free[-1]["validation_loss_leak_free"],
-               val_kind=f"leak-free, prefix-exact ({leak_free[-1]['rows']} rows)",
-               future_information_gap=leak_free[-1]["future_information_gap"])
+         **progress.final_validation(records)}
   if not train:
     return out
   t0_records = [r for r in train if r["step"] == warmup_steps]

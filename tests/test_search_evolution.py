@@ -228,13 +228,16 @@ def test_pin_cores_splits_the_available_cores_between_workers(tmp_path):
   assert not (tmp_path / "s").exists()
 
 
-def test_trial_result_takes_the_leak_free_validation_when_there_is_one(tmp_path):
+def test_trial_result_takes_the_leak_free_validation_never_a_whole_sequence_one(tmp_path):
   (tmp_path / budget.BUDGET_FILE).write_text(json.dumps({"end": {"step": 9, "step_time": 0.1}}))
-  log = [{"step": 9, "loss": 5.0}, {"step": 9, "validation_loss": 4.0, "whole_sequence": True}]
-  (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+  write = lambda log: (tmp_path / "train_log.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in [{"step": 9, "loss": 5.0}] + log))
+  write([{"step": 9, "validation_loss": 4.0, "whole_sequence": False}])
   assert trial.read_result(str(tmp_path))["val_loss"] == 4.0        # causal: the one pass
-  log.append({"step": 9, "validation_loss_leak_free": 4.2, "rows": 16})
-  (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+  whole = {"step": 9, "validation_loss": 4.0, "whole_sequence": True}  # routing reads the row
+  write([whole])
+  assert trial.read_result(str(tmp_path))["status"] == "failed"      # no figure to rank by
+  write([whole, {"step": 9, "validation_loss_leak_free": 4.2, "rows": 16}])
   assert trial.read_result(str(tmp_path))["val_loss"] == 4.2
 
 

@@ -9,6 +9,7 @@ and 8B scales). Also the progress line of a finished job.
 import glob
 import itertools
 import os
+import pathlib
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -17,7 +18,6 @@ from matplotlib.ticker import MaxNLocator
 from brainformer_tf import atomic
 from brainformer_tf.search import space as space_lib
 from brainformer_tf.search import trial as trial_lib
-from brainformer_tf.search.space import Candidate
 
 SCALES = ((2, 6), (4, 8))  # (ScaleModelDim factor, StackNTimes)
 
@@ -52,9 +52,9 @@ def write(search_dir: str, state: dict, top_k: int = 3) -> dict:
     title = f"rank {rank}, trial {job['id']}, reward {job['reward']:.4f}"
     for suffix, scale, stack in [("", 1, None)] + [(f"_{s}x", s, n) for s, n in SCALES]:
       path = os.path.join(top_dir, f"rank{rank}_trial{job['id']}{suffix}.gin")
-      with open(path, "w") as f:
-        f.write(trial_lib.model_gin(space, Candidate.from_json(job["candidate"]), stack, scale,
-                                    title + (suffix and f", scaled {scale}x, stacked {stack}x")))
+      pathlib.Path(path).write_text(trial_lib.model_gin(
+          space, space_lib.Candidate.from_json(job["candidate"]), stack, scale,
+          title + (suffix and f", scaled {scale}x, stacked {stack}x")))
       paths[f"rank{rank}{suffix}"] = path
   paths["plot"] = plot(state, os.path.join(search_dir, "search.png"))
   return paths
@@ -104,12 +104,13 @@ def numbers(result: dict) -> str:
 
 def summary(state: dict) -> str:
   """Best block against the baselines: val loss and step time, same wall-clock budget."""
-  lines = [f"  {name:7s} {numbers(job['result'])}  {Candidate.from_json(job['candidate'])}"
+  lines = [f"  {name:7s} {numbers(job['result'])}  "
+           f"{space_lib.Candidate.from_json(job['candidate'])}"
            for name, job in state["references"].items() if numbers(job["result"] or {})]
   for best in ranked(state)[:1]:  # none before the first trial finished
     lines.append(f"  best    trial {best['id']} reward {best['reward']:+.4f}  "
                  f"{numbers(best['result']) or best['status']}  "
-                 f"{Candidate.from_json(best['candidate'])}")
+                 f"{space_lib.Candidate.from_json(best['candidate'])}")
   front = sorted(pareto(state), key=lambda i: state["trials"][i]["result"]["step_time"])
   if front:
     lines.append(f"  Pareto front (val loss, step time), fastest first: trials {front}")
@@ -130,4 +131,4 @@ def progress_line(state: dict, job: dict) -> str:
     tail += f" error: {r.get('error', '')[:200]}"
   best = ranked(state)[:1]
   best = f" | best {best[0]['reward']:+.3f} (trial {best[0]['id']})" if best else ""
-  return f"{head} {numbers(r)}{tail}{best} | {Candidate.from_json(job['candidate'])}"
+  return f"{head} {numbers(r)}{tail}{best} | {space_lib.Candidate.from_json(job['candidate'])}"

@@ -139,9 +139,7 @@ def dna_spec(name: str) -> pg.DNASpec:
 
 
 def dna_of(name: str, numbers, metadata) -> pg.DNA:
-  """A DNA of space `name` built from its numbers, with `metadata`. PyGlove's Swap moves child
-  DNAs between slots still bound to their old slots' specs, which Vizier's converter follows
-  back (the swap would be lost): every mutant is rebuilt with this (BlockMutator)."""
+  """A DNA of space `name` built from its numbers, with `metadata` (see BlockMutator.mutate)."""
   return pg.DNA.from_numbers(list(numbers), dna_spec(name)).rebind(
       metadata=dict(metadata), skip_notification=True)
 
@@ -164,10 +162,9 @@ def decode(name: str, dna: pg.DNA) -> Candidate:
 
 def valid(name: str, dna: pg.DNA) -> bool:
   try:
-    check(get(name), decode(name, dna))
+    return check(get(name), decode(name, dna)) is None
   except ValueError:  # the checks above, or an empty block (BlockSpecError)
     return False
-  return True
 
 
 def references(space: SearchSpace) -> Dict[str, Candidate]:
@@ -234,7 +231,9 @@ class BlockMutator(pg.evolution.Mutator):
       except RuntimeError:  # PyGlove: no decision of this kind in the DNA (no MoE: no gating)
         continue
       if valid(self.space, child) and decode(self.space, child) != parent:
-        return dna_of(self.space, child.to_numbers(),  # Swap's child: stale slot bindings
+        # Rebuilt from its numbers: PyGlove's Swap leaves child DNAs bound to their old slots'
+        # specs, which Vizier's converter follows back (the served trial would be the parent).
+        return dna_of(self.space, child.to_numbers(),
                       dict(child.metadata, operator=op, parent=dna.metadata.get("trial")))
     raise ValueError(f"no mutation of {parent} found in {ATTEMPTS} attempts with operators "
                      f"{list(self.operators)}")

@@ -1,15 +1,11 @@
 """A search on one machine: state.json, the PyGlove algorithm (space.algorithm) in this
 process, worker threads that train; and the reward (`score`).
 
-state.json (rewritten atomically after every proposal and every result):
-  config      the search settings (a resumed search must use the same, but for trials)
-  references  name -> job (glam, then dense and block1): the baselines, measured first
-  trials      [job]: id, dna (PyGlove DNA numbers), dna_metadata (PyGlove's, from the proposal),
-              candidate, parent, operator, status, result, reward, objectives, attempts
-  finished    trial ids in the order their results came in (the algorithm's feedback order)
-A job is "pending", "running" or finished ("done", "early_stop", "failed"). One process owns a
-search directory (an fcntl lock). On start the algorithm replays the feedback in order; a trial
-that was running when the last process died runs again under its id: none lost or repeated.
+state.json (docs/search.md, "State"): config (a resumed search keeps it, but for trials),
+references (name -> job, the baselines), trials ([job]: id, dna numbers and dna_metadata from
+PyGlove, candidate, parent, operator, status, result, reward, objectives, attempts), finished
+(trial ids in feedback order). A job is "pending", "running" or finished ("done",
+"early_stop", "failed"). One process owns a search directory (an fcntl lock).
 """
 
 from concurrent import futures
@@ -20,12 +16,10 @@ import pathlib
 import threading
 from typing import Callable, Optional
 
-
 from brainformer_tf import atomic
 from brainformer_tf.search import report
 from brainformer_tf.search import space as space_lib
 from brainformer_tf.search import trial as trial_lib
-from brainformer_tf.search.space import Candidate
 
 STATE = "state.json"
 LOCK = "state.lock"
@@ -62,11 +56,10 @@ def default_config(**overrides) -> dict:
   for key in ("budget_s", "step_time_slack"):
     if not config[key] > 0:
       raise ValueError(f"{key}={config[key]!r} must be positive")
-  for key, choices in (("algorithm", space_lib.ALGORITHMS), ("clock", ("wall", "process"))):
-    if config[key] not in choices:
-      raise ValueError(f"{key}={config[key]!r}: choose from {list(choices)}")
-  for key, choices in (("references", REFERENCES), ("operators", space_lib.OPERATORS)):
-    if not config[key] or set(config[key]) - set(choices):
+  for key, choices in (("algorithm", space_lib.ALGORITHMS), ("clock", ("wall", "process")),
+                       ("references", REFERENCES), ("operators", space_lib.OPERATORS)):
+    values = config[key] if isinstance(config[key], list) else [config[key]]
+    if not values or set(values) - set(choices):
       raise ValueError(f"{key}={config[key]!r}: choose from {list(choices)}")
   if "glam" not in config["references"]:
     raise ValueError(f"references={config['references']!r} must include 'glam' (the early "
@@ -79,7 +72,7 @@ def load(search_dir: str) -> Optional[dict]:
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def job(job_id, candidate: Candidate, **extra) -> dict:
+def job(job_id, candidate: space_lib.Candidate, **extra) -> dict:
   return {"id": job_id, "candidate": candidate.to_json(), "status": "pending", "result": None,
           "reward": None, "objectives": None, "attempts": 0, **extra}
 
@@ -216,13 +209,12 @@ def work(study, cores=None, log: Callable[[str], None] = print, poll_s: float = 
     if next_job == WAIT:
       threading.Event().wait(poll_s)
       continue
-    job_id, candidate = next_job["id"], Candidate.from_json(next_job["candidate"])
+    job_id, candidate = next_job["id"], space_lib.Candidate.from_json(next_job["candidate"])
     is_ref = isinstance(job_id, str)
     log(f"{'reference' if is_ref else 'trial'} {job_id}: training {candidate} for "
         f"{config['budget_s']:g}s (attempt {next_job['attempts']})")
-    result = trial_lib.run(job_dir(study.dir, job_id), space_lib.get(config["space"]), candidate,
-                           config, *((None, None) if is_ref else thresholds(study.state)),
-                           cores=cores)
+    result = trial_lib.run(job_dir(study.dir, job_id), candidate, config,
+                           *((None, None) if is_ref else thresholds(study.state)), cores=cores)
     log(report.progress_line(study.state, study.record(job_id, result)))
     if job_id == "glam":
       thresholds(study.state)  # a failed GLaM baseline stops the search: nothing compares to it

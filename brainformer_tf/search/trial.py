@@ -11,6 +11,7 @@ many TF threads. For the tests, BRAINFORMER_SEARCH_FAULT=kill_after_start:<trial
 import ctypes
 import dataclasses
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -19,8 +20,7 @@ import time
 from typing import Optional, Sequence
 
 from brainformer_tf.blocks import spec as spec_lib
-from brainformer_tf.search.space import Candidate
-from brainformer_tf.search.space import SearchSpace
+from brainformer_tf.search import space as space_lib
 from brainformer_tf.training import budget as budget_lib
 from brainformer_tf.training import progress
 
@@ -29,14 +29,14 @@ LOG = "train.log"
 FAULT = "BRAINFORMER_SEARCH_FAULT"
 
 
-def model_gin(space: SearchSpace, candidate: Candidate, stack: Optional[int] = None,
-              scale: int = 1, title: str = "") -> str:
+def model_gin(space: space_lib.SearchSpace, candidate: space_lib.Candidate,
+              stack: Optional[int] = None, scale: int = 1, title: str = "") -> str:
   """A Gin model file for the candidate: block_base + widths; the block stacked `stack` times.
 
   `stack` is StackNTimes (default: the space's proxy depth); scale > 1 is ScaleModelDim:
   d_model, every hidden size and the head size times `scale` (heads are kept).
   """
-  scaled = Candidate(candidate.d_model * scale, spec_lib.BlockSpec(tuple(
+  scaled = space_lib.Candidate(candidate.d_model * scale, spec_lib.BlockSpec(tuple(
       dataclasses.replace(l, hidden=l.hidden * scale) if l.hidden else l
       for l in candidate.block.layers), candidate.block.groups))
   ffn = [l.hidden for l in scaled.block.layers if l.kind == "f"]
@@ -88,21 +88,16 @@ def thread_env(threads):
           "OMP_NUM_THREADS": str(threads)}
 
 
-def run(trial_dir: str, space: SearchSpace, candidate: Candidate, config: dict,
+def run(trial_dir: str, candidate: space_lib.Candidate, config: dict,
         max_step_time: Optional[float] = None, max_loss: Optional[float] = None,
         cores: Optional[Sequence[int]] = None) -> dict:
   """Trains the candidate from scratch in trial_dir as the search `config` says (budget_s,
   clock, recipe, train/validation files, gin_params; timeout_s, default 4x budget + 10 min);
-  returns the result dict:
-
-  {"status": "done" | "early_stop" | "failed", "val_loss", "step_time", "steps",
-   "check": {...} (loss and step time at check_at of the budget), "early_stop": reason,
-   "wall_s", "error"}.
-  """
+  returns read_result's dict with "wall_s", and "error" if the trial failed."""
   shutil.rmtree(trial_dir, ignore_errors=True)
   os.makedirs(trial_dir)
-  with open(os.path.join(trial_dir, MODEL_GIN), "w") as f:
-    f.write(model_gin(space, candidate, title=str(candidate)))
+  pathlib.Path(trial_dir, MODEL_GIN).write_text(
+      model_gin(space_lib.get(config["space"]), candidate, title=str(candidate)))
   cmd = command(trial_dir, config, max_step_time, max_loss)
   timeout = config["timeout_s"] or 4 * config["budget_s"] + 600
   start = time.time()
@@ -133,14 +128,11 @@ def run(trial_dir: str, space: SearchSpace, candidate: Candidate, config: dict,
 
 
 def read_result(model_dir: str) -> dict:
-  """The trial result from a model dir's budget.json and train_log.jsonl."""
+  """From budget.json and train_log.jsonl: {"status": "done" | "early_stop" | "failed", "val_loss"
+  (leak-free if routing reads the row), "step_time", "steps", "check", "early_stop" (why)}."""
   record = budget_lib.read(model_dir) or {}
   end = record.get("end") or {}
-  val = leak_free = None   # the leak-free figure wins where routing reads the row (loop.py)
-  for line in progress.read_log(model_dir):
-    val = line.get("validation_loss", val)
-    leak_free = line.get("validation_loss_leak_free", leak_free)
-  val = leak_free if leak_free is not None else val
+  val = progress.final_validation(progress.read_log(model_dir))["val_loss"]
   status = ("failed" if not end or val is None
             else "early_stop" if record.get("early_stop") else "done")
   return {"status": status, "val_loss": val, "step_time": end.get("step_time"),

@@ -22,13 +22,12 @@ from brainformer_tf.search import trial as trial_lib
 OWNER, NS = "brainformer", "brainformer"
 
 
-def modules():
+def modules():  # pylint: disable=g-import-not-at-top  (an optional dependency)
   """The Vizier modules; ValueError (exit 2 in the CLI) if google-vizier is not installed."""
   try:
-    from vizier import pythia, pyvizier as vz  # pylint: disable=g-import-not-at-top
-    from vizier._src.pyglove import converters  # pylint: disable=g-import-not-at-top
-    from vizier.service import clients, servers  # pylint: disable=g-import-not-at-top
-    from vizier.service import pyvizier as svz  # pylint: disable=g-import-not-at-top
+    from vizier import pythia, pyvizier as vz
+    from vizier._src.pyglove import converters
+    from vizier.service import clients, pyvizier as svz, servers
   except ImportError as e:
     raise ValueError(f"multi-machine search needs google-vizier ({e}); install it with "
                      f"pip install --no-deps -r requirements/search_vizier.txt") from None
@@ -131,8 +130,8 @@ def work(endpoint: str, search_dir: str, name: str, worker_id: str, cores=None,
     trial_id, dna = suggested.id - 1, _converter(config).to_dna(suggested.materialize())
     candidate = space_lib.decode(config["space"], dna)
     log(f"trial {trial_id}: training {candidate} for {config['budget_s']:g}s ({worker_id})")
-    result = trial_lib.run(study_lib.job_dir(search_dir, trial_id), space_lib.get(config["space"]),
-                           candidate, config, *study_lib.thresholds(state), cores=cores)
+    result = trial_lib.run(study_lib.job_dir(search_dir, trial_id), candidate, config,
+                           *study_lib.thresholds(state), cores=cores)
     reward, objectives = study_lib.score(state, result)
     record = study_lib.job(trial_id, candidate, status=result["status"], result=result,
                            reward=reward, objectives=list(objectives), worker=worker_id,

@@ -38,6 +38,27 @@ def _parse(line):
     return None
 
 
+def final_validation(records) -> dict:
+  """The last validation figure of train_log records, the one to report:
+  {"val_loss", "val_step", "val_kind"} and, where routing reads the row, the leak-free
+  (prefix-exact) figure with "future_information_gap". A whole-sequence figure of such a model
+  (`whole_sequence`, training/loop.py) is kept as "val_loss_whole_sequence", never as val_loss.
+  All None without a validation record.
+  """
+  val = [r for r in records if "validation_loss" in r]
+  leak_free = [r for r in records if "validation_loss_leak_free" in r]
+  out = {"val_loss": val[-1]["validation_loss"] if val else None,
+         "val_step": val[-1]["step"] if val else None, "val_kind": "one pass, causal routing"}
+  if val and val[-1].get("whole_sequence"):
+    out.update(val_kind="whole-sequence (routing reads later tokens)",
+               val_loss_whole_sequence=out["val_loss"], val_loss=None)
+  if leak_free:
+    out.update(val_loss=leak_free[-1]["validation_loss_leak_free"],
+               val_kind=f"leak-free, prefix-exact ({leak_free[-1]['rows']} rows)",
+               future_information_gap=leak_free[-1].get("future_information_gap"))
+  return out
+
+
 def truncate_log(model_dir, step):
   """Keeps only records at or before `step` (the restored checkpoint's), atomically.
 
