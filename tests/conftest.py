@@ -16,7 +16,7 @@ import tensorflow.compat.v1 as tf
 from xdist import scheduler as xdist_scheduler
 
 import brainformer_tf  # pylint: disable=unused-import  (installs the compat shims)
-from harness import brainformer_script, GLAM_TINY_RUN, GLAM_TINY_RUN_STEPS
+from harness import brainformer, GLAM_TINY_RUN, GLAM_TINY_RUN_STEPS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf.disable_v2_behavior()
@@ -50,9 +50,9 @@ def glam_tiny_run(tmp_path_factory):
   glam_tiny_run group below); a test that changes the dir works on
   `harness.copy_of(glam_tiny_run, path)`."""
   model_dir = tmp_path_factory.mktemp("glam_tiny_run") / "model"
-  proc = brainformer_script("train", f"--model_dir={model_dir}", *GLAM_TINY_RUN,
-                            f"--gin_param=utils.run.train_steps = {GLAM_TINY_RUN_STEPS}",
-                            "--gin_param=train_with_progress.final_leak_free_rows = 2")
+  proc = brainformer("train", f"--model_dir={model_dir}", *GLAM_TINY_RUN,
+                     f"--gin_param=utils.run.train_steps = {GLAM_TINY_RUN_STEPS}",
+                     "--gin_param=train_with_progress.final_leak_free_rows = 2")
   assert proc.returncode == 0, proc.stderr[-3000:]
   return model_dir, proc
 

@@ -21,17 +21,22 @@ MoE gatings (EC eq. 1-4, the capped LP by Dykstra with bisection-solved KL proje
 GShard top-2 with capacity and balance loss, threshold (causal) expert choice).
 
 Shared test helpers that are not references: `task_examples` (a SeqIO task split as numpy),
-`problems` (`brainformer train`'s config checks, the UsageError text), `brainformer_script`
-(the console script in a subprocess), `brainformer_in_process` (an argparse command in this
-process) and `copy_of` (a copy of conftest's shared GLaM tiny run).
+`problems` (`brainformer train`'s config checks, the UsageError text), `brainformer` (a command
+in a new process forked from a server that has imported TensorFlow: what tests use to run one),
+`brainformer_script` (the installed console script in a new interpreter),
+`brainformer_in_process` (an argparse command in this process) and `copy_of` (a copy of
+conftest's shared GLaM tiny run).
 """
 
 import contextlib
 import dataclasses
+import multiprocessing
+import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Dict, List, Optional
 
 from absl import flags
@@ -528,6 +533,56 @@ def brainformer_script(*args, cwd="/", timeout=600):
   from any directory)."""
   command = [str(pathlib.Path(sys.executable).parent / "brainformer"), *args]
   return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+# The server of `brainformer()`'s processes: imports TensorFlow, mesh-tf, t5 and the tasks once
+# (with TF's C++ logs quiet, as the command sets them), then forks a process per command.
+_FORKSERVER = multiprocessing.get_context("forkserver")
+_FORKSERVER.set_forkserver_preload(["harness", "brainformer_tf.cli.train", "tasks"])
+
+
+def brainformer(*args, cwd="/", env=None, input=None, timeout=600):  # pylint: disable=redefined-builtin
+  """`brainformer <args>` in a new process, as `subprocess.run(..., capture_output=True,
+  text=True)` returns it, ~10 s sooner: the process is forked from a server that has already
+  imported TensorFlow, mesh-tf, t5 and the tasks, and runs the command's `main()` with its own
+  argv, directory, environment (`env` replaces it, as in subprocess), stdin (`input`) and
+  stdout/stderr at the file-descriptor level (TF's C++ output too); absl flags and Gin start
+  unparsed, as in a new interpreter. The exit code is main()'s, 1 with a traceback on an
+  exception, -signal if killed (a fault hook's SIGKILL). What needs a new interpreter (import
+  hooks, the console script, TF's import-time output) runs real processes: test_compat,
+  test_stock_cli, test_documented_commands and test_bad_inputs' output tests do."""
+  with tempfile.TemporaryDirectory() as tmp:
+    streams = [os.path.join(tmp, name) for name in ("stdin", "stdout", "stderr")]
+    for path, text in zip(streams, (input or "", "", "")):
+      pathlib.Path(path).write_text(text)
+    environ = dict(os.environ if env is None else env)
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the server's, if this starts it
+    proc = _FORKSERVER.Process(target=_forked_main, args=(list(args), str(cwd), environ, streams))
+    proc.start()
+    proc.join(timeout)
+    timed_out = proc.exitcode is None
+    if timed_out:
+      proc.kill()
+      proc.join()
+    out, err = (pathlib.Path(path).read_text(errors="replace") for path in streams[1:])
+  if timed_out:
+    raise subprocess.TimeoutExpired(["brainformer", *args], timeout, out, err)
+  return subprocess.CompletedProcess(["brainformer", *args], proc.exitcode, out, err)
+
+
+def _forked_main(args, cwd, environ, streams):
+  """In the forked process: the command as a new interpreter would run it."""
+  os.chdir(cwd)
+  os.environ.clear()
+  os.environ.update(environ)
+  for fd, (path, mode) in enumerate(zip(streams, (os.O_RDONLY, os.O_WRONLY, os.O_WRONLY))):
+    opened = os.open(path, mode)
+    os.dup2(opened, fd)
+    os.close(opened)
+  sys.stdin = open(0, closefd=False)  # pylint: disable=consider-using-with
+  sys.argv = ["brainformer", *args]
+  sys.exit(cli_main.main(sys.argv))
 
 
 def brainformer_in_process(argv, capfd):

@@ -76,7 +76,7 @@ NAMES = ["model dir under a file", "no model dir", "gin file is a directory",
 
 # The argparse commands' cases run `main()` in this process (fast tier; their process path is
 # test_a_successful_command_prints_no_tf_noise's); train and validate (absl flags, parsed once
-# per process) run as real processes.
+# per process) run in new processes (harness.brainformer).
 IN_PROCESS = ("eval output dir under a file", "search dir under a file", "unknown layout",
               "zero heads", "Gin syntax error")
 
@@ -88,8 +88,7 @@ def test_bad_input_is_named_with_exit_2_and_nothing_written(name, tmp_path, monk
   argv, expected = _cases(tmp_path)[name]
   before = _tree(tmp_path)
   if name not in IN_PROCESS:
-    proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main"] + argv,
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = harness.brainformer(*argv, cwd=tmp_path)
     code, stderr = proc.returncode, proc.stderr
   else:
     monkeypatch.chdir(tmp_path)

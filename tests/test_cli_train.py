@@ -6,9 +6,9 @@ import pytest
 
 from brainformer_tf.training import progress
 import harness
-from harness import brainformer_script as run_script
+from harness import brainformer as run_script
 
-# end to end: brainformer train subprocesses (the shared run and its resume, 600 s limit each)
+# end to end: brainformer train processes (the shared run and its resume, 600 s limit each)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1300)]
 
 TINY = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin"]
@@ -57,7 +57,8 @@ def test_second_invocation_resumes_from_the_checkpoint(resumed):
 
 
 def test_unknown_gin_file_is_one_clear_line():
-  result = run_script("train", "--model_dir=/tmp/unused", "--gin_file=models/nope.gin",
+  """Through the installed console script, from `/`, as a user types it."""
+  result = harness.brainformer_script("train", "--model_dir=/tmp/unused", "--gin_file=models/nope.gin",
                       "--gin_file=train/cpu.gin")
   assert result.returncode == 2
   assert "Traceback" not in result.stderr

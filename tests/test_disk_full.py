@@ -6,9 +6,10 @@ glam_tiny) but not its second (~13 MB more)."""
 
 import os
 import subprocess
-import sys
 
 import pytest
+
+import harness
 
 FLAGS = ["--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
          "--gin_param=utils.run.train_steps = 4", "--gin_param=utils.run.save_checkpoints_steps = 2",
@@ -31,9 +32,8 @@ def small_disk(tmp_path):
 
 
 def _train(model_dir):
-  return subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "train",
-                         f"--model_dir={model_dir}"] + FLAGS,
-                        capture_output=True, text=True, timeout=900, cwd=os.path.dirname(model_dir))
+  return harness.brainformer("train", f"--model_dir={model_dir}", *FLAGS, timeout=900,
+                             cwd=os.path.dirname(model_dir))
 
 
 @pytest.mark.slow

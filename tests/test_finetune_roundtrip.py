@@ -4,8 +4,6 @@ against mesh-tf's own `score_from_strings` log-likelihoods; `brainformer eval` b
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,13 +13,12 @@ import harness
 # end to end: fine-tune, eval and mesh-tf scoring subprocesses (pretraining: conftest's shared run)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-CLI = [sys.executable, "-m", "brainformer_tf.cli.main"]
 TASK = "super_glue_cb_local"
 NO_DROPS = "--gin_param=MoE.capacity_factor=8.0"  # = experts of glam_tiny
 
 
 def _run(args, cwd, env):
-  proc = subprocess.run(CLI + args, cwd=cwd, env=env, capture_output=True, text=True)
+  proc = harness.brainformer(*args, cwd=cwd, env=env, timeout=None)
   if proc.returncode:
     raise AssertionError(f"{args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 

@@ -134,8 +134,7 @@ def _save_initialised(model_dir, model_file):
 
 
 def _decode(*args, stdin=None):
-  return subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "decode", *args],
-                        input=stdin, capture_output=True, text=True, timeout=600)
+  return harness.brainformer("decode", *args, input=stdin)
 
 
 @pytest.mark.slow
@@ -202,9 +201,8 @@ def test_exported_model_serves_what_decode_prints(checkpoint_dir, tmp_path, beam
   """`brainformer export`, loaded with tf.saved_model.load in a fresh Python that imports
   neither this package nor mesh-tf, continues prompts exactly as `brainformer decode`."""
   settings = ["--max_new_tokens=4", f"--sequence_length={LENGTH}", f"--beam_size={beam_size}"]
-  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "export",
-                         f"--checkpoint={checkpoint_dir}", f"--export_dir={tmp_path}/export"] +
-                        settings, capture_output=True, text=True, timeout=900)
+  proc = harness.brainformer("export", f"--checkpoint={checkpoint_dir}",
+                             f"--export_dir={tmp_path}/export", *settings, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Object was never used" not in proc.stderr
   (saved,) = list((tmp_path / "export").iterdir())

@@ -4,8 +4,6 @@ shape; a torn newest index passed over, as the resume passes over it), steps lef
 model dir, --gin_file directories, the devices a layout names, the validation data."""
 
 import os
-import subprocess
-import sys
 
 import gin
 import numpy as np
@@ -158,10 +156,8 @@ def test_train_refuses_a_checkpoint_of_another_model_before_building(glam_tiny_r
   dir: exit 2 naming the mismatch, and the dir keeps exactly its files."""
   model_dir = harness.copy_of(glam_tiny_run, tmp_path / "m")
   before = sorted(os.listdir(model_dir))
-  bad = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "train",
-                        f"--model_dir={model_dir}", *[f"--gin_file={f}" for f in BF1],
-                        "--gin_param=utils.run.train_steps = 30"],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  bad = harness.brainformer("train", f"--model_dir={model_dir}", *[f"--gin_file={f}" for f in BF1],
+                            "--gin_param=utils.run.train_steps = 30", cwd=tmp_path)
   assert bad.returncode == 2
   assert "--model_dir: model does not match checkpoint" in bad.stderr
   assert "Traceback" not in bad.stderr

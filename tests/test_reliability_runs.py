@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -27,16 +26,11 @@ COMMON = [*harness.GLAM_TINY_RUN, "--gin_param=utils.run.keep_checkpoint_max = 1
           "--gin_param=train_with_progress.final_eval_split = None"]
 
 
-def command(model_dir, steps=STEPS, *params):
-  return [sys.executable, "-m", "brainformer_tf.cli.main", "train", f"--model_dir={model_dir}",
-          *COMMON, f"--gin_param=utils.run.train_steps = {steps}",
-          *[f"--gin_param={p}" for p in params]]
-
-
 def train(model_dir, steps=STEPS, *params, env=None, expect=0):
-  proc = subprocess.run(command(model_dir, steps, *params), capture_output=True, text=True,
-                        cwd=os.path.dirname(model_dir), timeout=400,
-                        env=dict(os.environ, **(env or {})))
+  proc = harness.brainformer("train", f"--model_dir={model_dir}", *COMMON,
+                             f"--gin_param=utils.run.train_steps = {steps}",
+                             *[f"--gin_param={p}" for p in params], cwd=os.path.dirname(model_dir),
+                             timeout=400, env=dict(os.environ, **(env or {})))
   assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
   return proc
 

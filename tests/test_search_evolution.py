@@ -4,7 +4,6 @@ report and the budget hook (no training here)."""
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 
@@ -16,6 +15,7 @@ from brainformer_tf.search import report, space as space_lib, study as study_lib
 from brainformer_tf.search import trial
 from brainformer_tf.search.space import Candidate
 from brainformer_tf.training import budget
+import harness
 
 
 def _study(tmp_path, **overrides):
@@ -220,9 +220,8 @@ def test_pin_cores_splits_the_available_cores_between_workers(tmp_path):
     search_cli.worker_cores(3, {0, 1})
   # From the command line: exit 2, one line naming the flag, nothing written.
   too_many = len(os.sched_getaffinity(0)) + 1
-  proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "search",
-                         f"--dir={tmp_path / 's'}", f"--workers={too_many}", "--pin_cores"],
-                        capture_output=True, text=True, timeout=120, check=False)
+  proc = harness.brainformer("search", f"--dir={tmp_path / 's'}", f"--workers={too_many}",
+                             "--pin_cores", timeout=120)
   assert proc.returncode == 2
   assert f"--pin_cores: --workers={too_many} needs at least" in proc.stderr
   assert not (tmp_path / "s").exists()

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from brainformer_tf.training import lock
+import harness
 
 
 def _write_lock(model_dir, pid, host=None):
@@ -69,7 +70,7 @@ def test_second_train_on_a_busy_model_dir_exits_2_and_leaves_it_alone(tmp_path):
     while not (model_dir / lock.LOCK_FILE).exists() and time.time() < deadline:
       time.sleep(0.5)
     assert (model_dir / lock.LOCK_FILE).exists()
-    second = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    second = harness.brainformer(*command[3:], timeout=300, cwd=tmp_path)
     assert second.returncode == 2
     assert f"in use by another training run (pid {first.pid}" in second.stderr
     assert "Traceback" not in second.stderr

@@ -2,8 +2,6 @@
 error class, each checked for naming the parameter and where it was bound."""
 
 import os
-import subprocess
-import sys
 
 from absl import flags
 import gin
@@ -15,6 +13,7 @@ from brainformer_tf.cli import train as train_cli
 from brainformer_tf.config import ginutil
 from brainformer_tf.config import paths
 from brainformer_tf.config import prepare
+import harness
 from harness import problems
 
 CPU_GIN = os.path.join(paths.gin_dir(), "train", "cpu.gin")
@@ -149,9 +148,8 @@ def test_cli_validate_and_train_report_before_building_a_graph(tmp_path):
           "--gin_param=MoE.capacity_factor = -1.0", "--gin_param=Unitransformer.max_length = 64"]
   outputs = []
   for command in ("validate", "train"):
-    proc = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", command,
-                           f"--model_dir={tmp_path}/m"] + args, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = harness.brainformer(command, f"--model_dir={tmp_path}/m", *args, cwd=tmp_path,
+                               timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     outputs.append([l for l in proc.stderr.splitlines() if "problem" in l or l.startswith("  ")])
     assert f"brainformer {command}: error: 2 problem(s) in the Gin config:" in proc.stderr
