@@ -5,8 +5,6 @@ smoke run of `brainformer train` with it on a tiny model."""
 import functools
 import math
 import pathlib
-import subprocess
-import sys
 
 import gin
 import numpy as np
@@ -14,9 +12,9 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from brainformer_tf.config import ginutil
+import harness
 
 RECIPE = ["models/glam_tiny.gin", "train/glam.gin"]
-BIN = pathlib.Path(sys.executable).parent / "brainformer"
 
 
 def paper_learning_rate(step):
@@ -91,10 +89,9 @@ def test_paper_recipe_trains_a_few_steps_on_cpu(tmp_path):
   """train/glam.gin as is, sized for a CPU (sequence 64, batch 4, 3 steps) and on a local task;
   `brainformer train` runs bfloat16 activations in float32 off TPU (utils.get_variable_dtype)."""
   model_dir = tmp_path / "glam"
-  result = subprocess.run(
-      [str(BIN), "train", f"--model_dir={model_dir}", *[f"--gin_file={f}" for f in RECIPE],
-       *[f"--gin_param={p}" for p in CPU_SIZE]],
-      capture_output=True, text=True, timeout=600, cwd=tmp_path)
+  result = harness.brainformer("train", f"--model_dir={model_dir}",
+                               *[f"--gin_file={f}" for f in RECIPE],
+                               *[f"--gin_param={p}" for p in CPU_SIZE], cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Traceback" not in result.stderr
   assert (model_dir / "model.ckpt-3.index").exists()
