@@ -541,16 +541,18 @@ _FORKSERVER = multiprocessing.get_context("forkserver")
 _FORKSERVER.set_forkserver_preload(["harness", "brainformer_tf.cli.train", "tasks"])
 
 
-def brainformer(*args, cwd="/", env=None, input=None, timeout=600):  # pylint: disable=redefined-builtin
+def brainformer(*args, cwd="/", env=None, input=None, timeout=600,  # pylint: disable=redefined-builtin
+                stderr_to_stdout=False):
   """`brainformer <args>` in a new process, as `subprocess.run(..., capture_output=True,
   text=True)` returns it, ~10 s sooner: the process is forked from a server that has already
   imported TensorFlow, mesh-tf, t5 and the tasks, and runs the command's `main()` with its own
   argv, directory, environment (`env` replaces it, as in subprocess), stdin (`input`) and
   stdout/stderr at the file-descriptor level (TF's C++ output too); absl flags and Gin start
   unparsed, as in a new interpreter. The exit code is main()'s, 1 with a traceback on an
-  exception, -signal if killed (a fault hook's SIGKILL). What needs a new interpreter (import
-  hooks, the console script, TF's import-time output) runs real processes: test_compat,
-  test_stock_cli, test_documented_commands and test_bad_inputs' output tests do."""
+  exception, -signal if killed (a fault hook's SIGKILL). stderr_to_stdout: both into stdout
+  (stderr=subprocess.STDOUT), stderr "". What needs a new interpreter (import hooks, the
+  console script, TF's import-time output) runs real processes: test_compat, test_stock_cli,
+  test_documented_commands and test_bad_inputs' output tests do."""
   with tempfile.TemporaryDirectory() as tmp:
     streams = [os.path.join(tmp, name) for name in ("stdin", "stdout", "stderr")]
     for path, text in zip(streams, (input or "", "", "")):
@@ -558,7 +560,8 @@ def brainformer(*args, cwd="/", env=None, input=None, timeout=600):  # pylint: d
     environ = dict(os.environ if env is None else env)
     environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the server's, if this starts it
-    proc = _FORKSERVER.Process(target=_forked_main, args=(list(args), str(cwd), environ, streams))
+    targets = streams[:2] + streams[1:2] if stderr_to_stdout else streams
+    proc = _FORKSERVER.Process(target=_forked_main, args=(list(args), str(cwd), environ, targets))
     proc.start()
     proc.join(timeout)
     timed_out = proc.exitcode is None
@@ -576,7 +579,7 @@ def _forked_main(args, cwd, environ, streams):
   os.chdir(cwd)
   os.environ.clear()
   os.environ.update(environ)
-  for fd, (path, mode) in enumerate(zip(streams, (os.O_RDONLY, os.O_WRONLY, os.O_WRONLY))):
+  for fd, (path, mode) in enumerate(zip(streams, (os.O_RDONLY,) + (os.O_WRONLY | os.O_APPEND,) * 2)):
     opened = os.open(path, mode)
     os.dup2(opened, fd)
     os.close(opened)

@@ -10,21 +10,20 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from brainformer_tf.blocks import spec as spec_lib
 from brainformer_tf.search import study as study_lib
+import harness
 
-# end to end: two search subprocesses, three training runs
+# end to end: two search processes, three training runs
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 # Slack wide enough that a 2 s trial on a loaded machine is not early-stopped by timing noise;
 # no leak-free scoring pass (a subprocess per MoE trial; the ranking is not under test here).
-COMMAND = ["-m", "brainformer_tf.cli.main", "search", "--space=tiny", "--trials=2",
+COMMAND = ["search", "--space=tiny", "--trials=2",
            "--population=2", "--tournament=2", "--budget_s=2", "--references=glam", "--top_k=1",
            "--step_time_slack=3", "--loss_slack=0.5",
            "--gin_param=train_with_progress.final_leak_free_rows = 0"]
@@ -53,11 +52,10 @@ def _wait_for(predicate, timeout, what):
 
 def test_search_is_killed_during_a_trial_and_resumes_without_loss_or_repeat(tmp_path):
   search_dir = str(tmp_path / "search")
-  cmd = [sys.executable] + COMMAND + [f"--dir={search_dir}"]
+  cmd = COMMAND + [f"--dir={search_dir}"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  first = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=dict(env, BRAINFORMER_SEARCH_FAULT="kill_after_start:trial_0000"),
-                         timeout=600, check=False)
+  first = harness.brainformer(*cmd, stderr_to_stdout=True, timeout=600,
+                              env=dict(env, BRAINFORMER_SEARCH_FAULT="kill_after_start:trial_0000"))
   assert first.returncode == -signal.SIGKILL, first.stdout[-3000:]
   assert "fault injection: SIGKILL the search during" in first.stdout
   before = study_lib.load(search_dir)
@@ -67,8 +65,7 @@ def test_search_is_killed_during_a_trial_and_resumes_without_loss_or_repeat(tmp_
   _wait_for(lambda: not _processes_mentioning(search_dir), 10, "the trial process to exit")
 
   # Resumed with --pin_cores (one worker: it keeps every core this process may use).
-  second = subprocess.run(cmd + ["--pin_cores"], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, env=env, text=True, timeout=900, check=False)
+  second = harness.brainformer(*cmd, "--pin_cores", stderr_to_stdout=True, env=env, timeout=900)
   assert second.returncode == 0, second.stdout[-3000:]
   cores = sorted(os.sched_getaffinity(0))
   assert f"pinned workers to cores [{cores}], {len(cores)} TF thread(s) per trial" in second.stdout
