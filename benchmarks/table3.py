@@ -305,15 +305,19 @@ def _fmt(ms, digits=3):
 
 def markdown(data):
   lines = ["| model | seeds | WikiText-2 test (leak-free) | LAMBADA (leak-free) | gap WikiText-2 "
-           "| gap LAMBADA | steps to GLaM's final loss | steps/s idle / GLaM |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| gap LAMBADA | steps to GLaM's final loss | steps/s idle / GLaM "
+           "| WikiText-2 at equal wall-clock (step) |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for model, row in data["table"].items():
     gap = row.get("future_information_gap") or {}
     ratios = [f"{x:.2f}" if x is not None else "never" for x in row["steps_to_glam_final_loss"]]
+    clock = row.get("equal_wallclock")
+    clock = f"{_fmt(clock['wikitext2_leak_free'])} ({clock['step']:.0f})" if clock else "-"
     lines.append(f"| {model} | {len(row['seeds'])} | {_fmt(row['wikitext2_leak_free'])} | "
                  f"{_fmt(row['lambada_leak_free'])} | {_fmt(gap.get('wikitext2_test'), 4)} | "
                  f"{_fmt(gap.get('lambada'), 4)} | {', '.join(ratios)} | "
-                 f"{'-' if row.get('steps_per_sec_over_glam') is None else format(row['steps_per_sec_over_glam'], '.3f')} |")
+                 f"{'-' if row.get('steps_per_sec_over_glam') is None else format(row['steps_per_sec_over_glam'], '.3f')} | "
+                 f"{clock} |")
   return "\n".join(lines) + "\n"
 
 

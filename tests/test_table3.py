@@ -72,3 +72,4 @@ def test_report_means_ratios_and_equal_wallclock(tmp_path):
   assert glam["wikitext2_leak_free_q2_q4"] is None      # runs scored before by-quarter losses
   assert bf["wikitext2_leak_free_q2_q4"]["mean"] == pytest.approx(3.5)
   assert "brainformer1" in text and (tmp_path / "table3_validation.png").exists()
+  assert "| 0.500 | 4.600 +- 0.141 (1000) |" in text   # BF-1 seeds at step 1000: 4.5, 4.7
