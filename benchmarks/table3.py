@@ -311,8 +311,8 @@ def markdown(data):
   for model, row in data["table"].items():
     gap = row.get("future_information_gap") or {}
     ratios = [f"{x:.2f}" if x is not None else "never" for x in row["steps_to_glam_final_loss"]]
-    clock = row.get("equal_wallclock")
-    clock = f"{_fmt(clock['wikitext2_leak_free'])} ({clock['step']:.0f})" if clock else "-"
+    wall = row.get("equal_wallclock")
+    clock = f"{_fmt(wall['wikitext2_leak_free'])} ({wall['step']:.0f})" if wall else "-"
     lines.append(f"| {model} | {len(row['seeds'])} | {_fmt(row['wikitext2_leak_free'])} | "
                  f"{_fmt(row['lambada_leak_free'])} | {_fmt(gap.get('wikitext2_test'), 4)} | "
                  f"{_fmt(gap.get('lambada'), 4)} | {', '.join(ratios)} | "

@@ -536,13 +536,14 @@ def brainformer_script(*args, cwd="/", timeout=600):
 
 
 # The server of `brainformer()`'s processes: imports TensorFlow, mesh-tf, t5 and the tasks once
-# (with TF's C++ logs quiet, as the command sets them), then forks a process per command.
+# (in the environment of the test process that starts it), then forks a process per command.
 _FORKSERVER = multiprocessing.get_context("forkserver")
 _FORKSERVER.set_forkserver_preload(["harness", "brainformer_tf.cli.train", "tasks"])
 
 
-def brainformer(*args, cwd="/", env=None, input=None, timeout=600,  # pylint: disable=redefined-builtin
-                stderr_to_stdout=False):
+def brainformer(*args, cwd="/", env=None,
+                input=None,  # pylint: disable=redefined-builtin  (subprocess.run's name)
+                timeout=600, stderr_to_stdout=False):
   """`brainformer <args>` in a new process, as `subprocess.run(..., capture_output=True,
   text=True)` returns it, ~10 s sooner: the process is forked from a server that has already
   imported TensorFlow, mesh-tf, t5 and the tasks, and runs the command's `main()` with its own
@@ -559,7 +560,6 @@ def brainformer(*args, cwd="/", env=None, input=None, timeout=600,  # pylint: di
       pathlib.Path(path).write_text(text)
     environ = dict(os.environ if env is None else env)
     environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the server's, if this starts it
     targets = streams[:2] + streams[1:2] if stderr_to_stdout else streams
     proc = _FORKSERVER.Process(target=_forked_main, args=(list(args), str(cwd), environ, targets))
     proc.start()
@@ -579,7 +579,8 @@ def _forked_main(args, cwd, environ, streams):
   os.chdir(cwd)
   os.environ.clear()
   os.environ.update(environ)
-  for fd, (path, mode) in enumerate(zip(streams, (os.O_RDONLY,) + (os.O_WRONLY | os.O_APPEND,) * 2)):
+  write = os.O_WRONLY | os.O_APPEND  # appending: stdout and stderr may be one file
+  for fd, (path, mode) in enumerate(zip(streams, (os.O_RDONLY, write, write))):
     opened = os.open(path, mode)
     os.dup2(opened, fd)
     os.close(opened)

@@ -6,7 +6,6 @@ import pytest
 
 from brainformer_tf.training import progress
 import harness
-from harness import brainformer as run_script
 
 # end to end: brainformer train processes (the shared run and its resume, 600 s limit each)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1300)]
@@ -23,9 +22,9 @@ def checkpoint_steps(model_dir):
 def resumed(glam_tiny_run, tmp_path_factory):
   """The shared 40-step run continued to step 50 by the same command (on a copy)."""
   model_dir = harness.copy_of(glam_tiny_run, tmp_path_factory.mktemp("resumed") / "model")
-  proc = run_script("train", f"--model_dir={model_dir}", *harness.GLAM_TINY_RUN,
-                    "--gin_param=utils.run.train_steps = 50",
-                    "--gin_param=train_with_progress.final_leak_free_rows = 0")
+  proc = harness.brainformer("train", f"--model_dir={model_dir}", *harness.GLAM_TINY_RUN,
+                             "--gin_param=utils.run.train_steps = 50",
+                             "--gin_param=train_with_progress.final_leak_free_rows = 0")
   return model_dir, proc
 
 
@@ -58,8 +57,8 @@ def test_second_invocation_resumes_from_the_checkpoint(resumed):
 
 def test_unknown_gin_file_is_one_clear_line():
   """Through the installed console script, from `/`, as a user types it."""
-  result = harness.brainformer_script("train", "--model_dir=/tmp/unused", "--gin_file=models/nope.gin",
-                      "--gin_file=train/cpu.gin")
+  result = harness.brainformer_script("train", "--model_dir=/tmp/unused",
+                                      "--gin_file=models/nope.gin", "--gin_file=train/cpu.gin")
   assert result.returncode == 2
   assert "Traceback" not in result.stderr
   assert "models/nope.gin" in result.stderr and "models/glam_tiny.gin" in result.stderr
@@ -71,8 +70,8 @@ def test_unknown_gin_file_is_one_clear_line():
      "no file matches '/nonexistent/*.txt'"),
 ])
 def test_bad_data_settings_are_one_clear_line(tmp_path, params, message):
-  result = run_script("train", f"--model_dir={tmp_path}", *TINY,
-                      *[f"--gin_param={p}" for p in params])
+  result = harness.brainformer("train", f"--model_dir={tmp_path}", *TINY,
+                               *[f"--gin_param={p}" for p in params])
   assert result.returncode == 2, result.stderr[-2000:]
   assert message in result.stderr
   assert "Traceback" not in result.stderr
@@ -86,8 +85,8 @@ def test_bad_data_settings_are_one_clear_line(tmp_path, params, message):
 def test_empty_corpus_is_one_clear_line(tmp_path):
   empty = tmp_path / "empty.txt"
   empty.write_text("\n\n")
-  result = run_script("train", f"--model_dir={tmp_path}/run", *TINY,
-                      "--gin_param=MIXTURE_NAME='local_text_lm'",
-                      f"--gin_param=local_text_files.train=['{empty}']")
+  result = harness.brainformer("train", f"--model_dir={tmp_path}/run", *TINY,
+                               "--gin_param=MIXTURE_NAME='local_text_lm'",
+                               f"--gin_param=local_text_files.train=['{empty}']")
   assert result.returncode == 2
   assert f"text file is empty (no non-blank line): {empty}" in result.stderr

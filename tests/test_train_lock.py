@@ -59,18 +59,17 @@ def test_release_leaves_someone_elses_lock(tmp_path):
 @pytest.mark.slow
 def test_second_train_on_a_busy_model_dir_exits_2_and_leaves_it_alone(tmp_path):
   model_dir = tmp_path / "m"
-  command = [sys.executable, "-m", "brainformer_tf.cli.main", "train", f"--model_dir={model_dir}",
-             "--gin_file=models/glam_tiny.gin", "--gin_file=train/cpu.gin",
-             "--gin_param=utils.run.train_steps = 100000",
-             "--gin_param=train_with_progress.final_eval_steps = 0"]
-  first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           cwd=tmp_path)
+  args = ["train", f"--model_dir={model_dir}", "--gin_file=models/glam_tiny.gin",
+          "--gin_file=train/cpu.gin", "--gin_param=utils.run.train_steps = 100000",
+          "--gin_param=train_with_progress.final_eval_steps = 0"]
+  first = subprocess.Popen([sys.executable, "-m", "brainformer_tf.cli.main", *args],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
   try:
     deadline = time.time() + 300   # the lock is taken after the checks, before the graph
     while not (model_dir / lock.LOCK_FILE).exists() and time.time() < deadline:
       time.sleep(0.5)
     assert (model_dir / lock.LOCK_FILE).exists()
-    second = harness.brainformer(*command[3:], timeout=300, cwd=tmp_path)
+    second = harness.brainformer(*args, timeout=300, cwd=tmp_path)
     assert second.returncode == 2
     assert f"in use by another training run (pid {first.pid}" in second.stderr
     assert "Traceback" not in second.stderr

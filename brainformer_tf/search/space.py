@@ -162,9 +162,10 @@ def decode(name: str, dna: pg.DNA) -> Candidate:
 
 def valid(name: str, dna: pg.DNA) -> bool:
   try:
-    return check(get(name), decode(name, dna)) is None
+    check(get(name), decode(name, dna))
   except ValueError:  # the checks above, or an empty block (BlockSpecError)
     return False
+  return True
 
 
 def references(space: SearchSpace) -> Dict[str, Candidate]:
