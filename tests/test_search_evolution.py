@@ -73,7 +73,8 @@ def test_first_trials_are_random_then_mutants_of_tournament_winners(tmp_path):
   job = study.next_job()
   assert job["parent"] == 1  # tournament = the whole population: the best wins
   assert job["candidate"] != study.state["trials"][1]["candidate"]
-  space_lib.check(space_lib.get("mini"), Candidate.from_json(job["candidate"]))
+  block, mini = Candidate.from_json(job["candidate"]).block, space_lib.get("mini")
+  assert "a" in block.letters and mini.min_layers <= len(block.layers) <= mini.max_layers
 
 
 def test_resume_reruns_the_running_trial_and_replays_the_feedback(tmp_path):

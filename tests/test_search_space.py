@@ -44,7 +44,7 @@ def test_candidates_round_trip_through_the_block_notation(name):
   space = space_lib.get(name)
   for dna in _random_dna(name, 6):  # PyGlove's materialize / encode take ~0.1 s each
     candidate = space_lib.decode(name, dna)
-    space_lib.check(space, candidate)
+    assert _allowed(space, candidate)
     text = str(candidate.block)
     assert spec_lib.parse(text) == candidate.block
     assert Candidate.from_json(candidate.to_json()) == candidate
@@ -100,12 +100,28 @@ def test_scaled_gin_files_scale_widths_and_stack():
   assert '"a[h=2] g[ec,c=1,H=128,act=gated_gelu] f[H=96,act=relu]"' in text
 
 
-def test_check_names_the_offending_setting_and_the_space_refuses_other_values():
-  space = space_lib.get("mini")
-  with pytest.raises(ValueError, match="no attention"):
-    space_lib.check(space, Candidate(32, spec_lib.parse("f[H=48,act=relu] f[H=48,act=relu]")))
-  with pytest.raises(ValueError, match="9 sub-layers"):
-    space_lib.check(space, Candidate(32, spec_lib.parse(" ".join(["a[h=2]"] * 9))))
+def _allowed(space, candidate):
+  """The space's rule, restated: min..max_layers sub-layers, one of them attention."""
+  layers = candidate.block.layers
+  return (space.min_layers <= len(layers) <= space.max_layers
+          and any(l.kind == "a" for l in layers))
+
+
+def _dna(name, candidate):
+  dna = pg.template(space_lib.hyper(name)).encode(_symbolic(name, candidate))
+  dna.use_spec(space_lib.dna_spec(name))
+  return dna
+
+
+def test_valid_refuses_blocks_without_attention_or_too_short_and_the_space_other_values():
+  ok, no_attention = "a[h=2] f[H=48,act=relu]", "f[H=48,act=relu] f[H=48,act=relu]"
+  assert space_lib.valid("mini", _dna("mini", Candidate(32, spec_lib.parse(ok))))
+  assert not space_lib.valid("mini", _dna("mini", Candidate(32, spec_lib.parse(no_attention))))
+  assert space_lib.get("mini").min_layers == 2
+  assert not space_lib.valid("mini", _dna("mini", Candidate(32, spec_lib.parse("a[h=2]"))))
+  empty = pg.DNA.from_numbers([0] * (1 + space_lib.get("mini").max_layers),
+                              space_lib.dna_spec("mini"))
+  assert not space_lib.valid("mini", empty)
   outside = _symbolic("mini", Candidate(32, spec_lib.parse("a[h=2] f[H=48,act=relu]")))
   outside.layers[1].hidden = 999  # not a choice: PyGlove will not encode it
   with pytest.raises(ValueError, match="999"):
@@ -125,9 +141,7 @@ def test_references_are_glam_dense_and_block1():
 
 def _mutate(name, parent, operators=space_lib.OPERATORS, seed=0):
   """(child candidate, operator) of BlockMutator on a DNA that decodes to `parent`."""
-  dna = pg.template(space_lib.hyper(name)).encode(_symbolic(name, parent))
-  dna.use_spec(space_lib.dna_spec(name))
-  child = space_lib.BlockMutator(name, list(operators), seed).mutate(dna)
+  child = space_lib.BlockMutator(name, list(operators), seed).mutate(_dna(name, parent))
   return space_lib.decode(name, child), child.metadata["operator"]
 
 
@@ -149,7 +163,7 @@ def test_every_mutant_is_a_valid_block_of_the_space(name, parents):
       child = mutator.mutate(dna)
       new, old = space_lib.decode(name, child), space_lib.decode(name, dna)
       assert new != old
-      space_lib.check(space, new)
+      assert _allowed(space, new)
       assert spec_lib.parse(str(new.block)) == new.block
       build.validate(new.block, defaults=build.BlockDefaults(
           d_kv=space.d_kv, num_experts=space.num_experts))

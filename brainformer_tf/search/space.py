@@ -4,7 +4,7 @@ the mutations on their DNA and the search algorithms, all PyGlove's.
 A candidate is a model dim plus a block (`blocks.spec.BlockSpec`) whose every sub-layer writes
 out its searched settings: `a[h=..]`, `f[H=..,act=..]`, `g[<gating>,c=..,H=..,act=..]`. What
 the space fixes (head size, experts, proxy depth) goes into the Gin file, not the block. A
-PyGlove DNA of `hyper(space)` decodes to a candidate (`decode`); `check` says if it is valid.
+PyGlove DNA of `hyper(space)` decodes to a candidate (`decode`); `valid` says whether it counts.
 
 Mutation operators, PyGlove mutators on that DNA (the paper names none): `layer` re-draws a
 sub-layer slot (an empty slot gets a sub-layer = insert, a sub-layer becomes empty = delete, or
@@ -111,17 +111,6 @@ class Candidate:
     return f"d={self.d_model} {self.block}"
 
 
-def check(space: SearchSpace, candidate: Candidate):
-  """ValueError unless the block has min..max_layers sub-layers and an attention one. (Every
-  setting of a decoded DNA is one of the space's choices by construction.)"""
-  layers = candidate.block.layers
-  if not space.min_layers <= len(layers) <= space.max_layers:
-    raise ValueError(f"block has {len(layers)} sub-layers; {space.name} allows "
-                     f"{space.min_layers}..{space.max_layers}")
-  if "a" not in candidate.block.letters:
-    raise ValueError("block has no attention sub-layer (a); every candidate needs one")
-
-
 @functools.lru_cache(maxsize=None)
 def hyper(name: str) -> pg.Dict:
   """Space `name` as a PyGlove hyper value: d_model `pg.oneof` its choices, and max_layers slots
@@ -145,7 +134,7 @@ def dna_of(name: str, numbers, metadata) -> pg.DNA:
 
 
 def decode(name: str, dna: pg.DNA) -> Candidate:
-  """The candidate a DNA of space `name` materialises to (not checked, see `check`): what
+  """The candidate a DNA of space `name` materialises to (not checked, see `valid`): what
   `pg.materialize(hyper(name), dna)` builds, a hundred times faster, from the DNA's numbers
   (the model dim's choice, then per slot None / a / f / g and its settings in `choices` order).
   """
@@ -161,11 +150,13 @@ def decode(name: str, dna: pg.DNA) -> Candidate:
 
 
 def valid(name: str, dna: pg.DNA) -> bool:
+  """Whether the DNA's block has min_layers or more sub-layers, one of them attention. (At most
+  max_layers, and every setting one of the space's choices, hold by construction.)"""
   try:
-    check(get(name), decode(name, dna))
-  except ValueError:  # the checks above, or an empty block (BlockSpecError)
+    block = decode(name, dna).block
+  except spec_lib.BlockSpecError:  # no sub-layer at all
     return False
-  return True
+  return len(block.layers) >= get(name).min_layers and "a" in block.letters
 
 
 def references(space: SearchSpace) -> Dict[str, Candidate]:
