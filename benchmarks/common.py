@@ -42,6 +42,9 @@ MODELS: Dict[str, tuple] = {
     "brainformer1": ("models/brainformer1_mini.gin", ()),
     "brainformer2": ("models/brainformer2_mini.gin", ()),
     "primer": ("models/primer_mini.gin", ()),
+    # d_model 512 (issue 19): MFU where the matmuls are not tiny
+    "glam_small": ("models/glam_small.gin", ()),
+    "brainformer1_small": ("models/brainformer1_small.gin", ()),
 }
 
 
@@ -57,7 +60,8 @@ def validation_files(shared: str = SHARED) -> List[str]:
 
 
 def machine_info(onednn: Optional[str] = None) -> dict:
-  """CPU model, cores, date (UTC), load average, TF version, oneDNN setting of the runs."""
+  """CPU model, its SIMD flags and kind (machine_kind), cores, date (UTC), load average, TF
+  version, oneDNN setting of the runs."""
   cpu = platform.processor() or platform.machine()
   try:
     with open("/proc/cpuinfo") as f:
@@ -66,7 +70,8 @@ def machine_info(onednn: Optional[str] = None) -> dict:
   except OSError:
     pass
   env = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-  return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+  flags = cpu_flags()
+  return {"cpu": cpu, "cpu_flags": flags, "kind": machine_kind(flags), "cores": os.cpu_count(), "platform": platform.platform(),
           "python": platform.python_version(), "tensorflow": _tf_version(),
           "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "load_average": list(os.getloadavg()),
@@ -82,6 +87,14 @@ def cpu_flags() -> List[str]:
   except OSError:
     return []
   return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+
+
+def machine_kind(flags: Sequence[str]) -> str:
+  """"avx512" or "avx2" (or "other"): the CPU kinds whose matmul speed (and oneDNN's kernels)
+  differ here, so every target is reported per kind (benchmarks/summary.py)."""
+  if any(f.startswith("avx512") for f in flags):
+    return "avx512"
+  return "avx2" if "avx2" in flags else "other"
 
 
 def _tf_version() -> str:
@@ -250,7 +263,8 @@ def peaks(size: int = 1024, repeats: int = 30) -> dict:
 
 
 def write_json(name: str, data: dict) -> str:
-  os.makedirs(RESULTS, exist_ok=True)
+  """Writes results/<name> (name may hold a sub-directory); returns its path."""
   path = os.path.join(RESULTS, name)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   atomic.write_json(path, data)
   return path

@@ -49,7 +49,7 @@ def main():
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--batches", default="1,16")
   args = p.parse_args()
-  result = {"machine": dict(common.machine_info(), cpu_flags=common.cpu_flags()),
+  result = {"machine": common.machine_info(),
             "matmul_peak": peak.measure(), "size": args.size, "new_tokens": args.new_tokens,
             "prompt_tokens": PROMPT_TOKENS, "rows": []}
   vocab_size = leakfree.vocabulary().vocab_size

@@ -190,7 +190,7 @@ def main(argv=None) -> int:
         "it where `nvidia-smi` lists one, with the CUDA build (bash benchmarks/gpu_check.sh; "
         "TF_CPP_MIN_LOG_LEVEL=0 shows why CUDA did not load), or pass --device cpu"))
   start = time.time()
-  machine = dict(common.machine_info(), cpu_flags=common.cpu_flags(), gpus=gpus)
+  machine = dict(common.machine_info(), gpus=gpus)
   peak_size = args.peak_size or DEFAULT_PEAK_SIZE[args.device]
   device_peaks = peaks(args.device, peak_size, args.peak_repeats)
   peak_gflops = {dtype: p["gflops"] for dtype, p in device_peaks.items()}

@@ -206,7 +206,7 @@ def run(args) -> Dict:
   from importlib import metadata  # pylint: disable=g-import-not-at-top
   env = thread_env(args.intra_op_threads, args.inter_op_threads)
   shapes = overhead_shapes()
-  machine = dict(common.machine_info(), cpu_flags=common.cpu_flags())
+  machine = common.machine_info()
   peaks = [peak.measure_in_subprocess("default")]
   cells = [(int(e), int(g)) for e in args.experts.split(",") for g in args.groups.split(",")]
   runs = {cell: [] for cell in cells}

@@ -30,7 +30,17 @@ SCALED_DOWN = ["d_model = 32", "d_ff = 64", "num_heads = 2", "d_kv = 8", "num_la
 
 def test_zoo_is_complete():
   expected = set(ISSUE_FILES) | {f"{f}_{v}" for f in FAMILIES for v in ("mini", "tiny")}
-  assert expected <= set(ALL_MODELS)
+  assert expected | {"glam_small", "brainformer1_small"} <= set(ALL_MODELS)
+
+
+def test_small_models_have_the_benchmark_size():
+  """Issue 19's `small`: d_model 512, 8 experts, 20-40M activated, Brainformer-1 about GLaM's."""
+  counts = {m: accounting.count([f"models/{m}_small.gin"]) for m in ("glam", "brainformer1")}
+  for m, c in counts.items():
+    assert 20e6 <= c.activated_params <= 40e6, m
+    assert ginutil.query("%d_model") == 512 and ginutil.query("%num_experts") == 8
+  ratio = counts["brainformer1"].activated_params / counts["glam"].activated_params
+  assert 1.0 <= ratio <= 1.2
 
 
 def test_every_model_builds_scaled_down():
