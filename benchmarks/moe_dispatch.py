@@ -8,6 +8,8 @@ output and all gradients (median of --repeats after --warmup runs). d_model 256,
 """
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import platform
@@ -31,17 +33,19 @@ def time_layer(gating, dispatch, num_experts, group_size, d_model=256, hidden=51
       d_model=d_model, batch=batch, length=length, warmup=warmup, repeats=repeats)
 
 
-def time_fwd_bwd(make_layer, d_model=256, batch=8, length=512, warmup=2, repeats=5,
-                 stat="median", packed=False, profile=False, input_grad=False, on_graph=None):
-  """Seconds of one session.run of layer output + all gradients ("median" or "min" of repeats).
+@contextlib.contextmanager
+def fwd_bwd_runner(make_layer, d_model=256, batch=8, length=512, packed=False,
+                   input_grad=False, on_graph=None):
+  """Yields run(trace=False) -> seconds of one session.run of layer output + all gradients
+  (with trace=True: (seconds, {op type: microseconds}) from the TF step-stats timeline).
 
   make_layer() returns a mesh-tf TransformerLayer; it is called on a [batch, length, d_model]
   random input in TRAIN mode on a single-device mesh; the loss is sum(y^2). packed=True gives
   the context an all-ones sequence_id (packed training data without padding), which mesh-tf's
-  stock MoE1D needs for its importance weights. profile=True returns (seconds, {op type:
-  microseconds}) from one extra run traced with the TF step-stats timeline (all CPU ops).
-  input_grad=True also fetches the gradient w.r.t. the input (as a layer inside a model
-  computes it). on_graph, if given, is called with the mtf.Graph once the layer is built.
+  stock MoE1D needs for its importance weights. input_grad=True also fetches the gradient
+  w.r.t. the input (as a layer inside a model computes it). on_graph, if given, is called with
+  the mtf.Graph once the layer is built. Several runners may be open at once (each has its own
+  graph and session): `interleaved` alternates between them.
   """
   batch_dim, length_dim = mtf.Dimension("batch", batch), mtf.Dimension("length", length)
   model_dim = mtf.Dimension("d_model", d_model)
@@ -67,27 +71,46 @@ def time_fwd_bwd(make_layer, d_model=256, batch=8, length=512, warmup=2, repeats
       on_graph(g.graph)
     with g.session() as s:
       fetches = s.export([loss] + grads)
-      session = s.session
-      for _ in range(warmup):
-        session.run(fetches)
-      times = []
-      for _ in range(repeats):
+
+      def run(trace=False):
+        options, meta = (tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
+                         tf.RunMetadata()) if trace else (None, None)
         start = time.perf_counter()
-        session.run(fetches)
-        times.append(time.perf_counter() - start)
-      if profile:
-        meta = tf.RunMetadata()
-        session.run(fetches, options=tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE),
-                    run_metadata=meta)
-        by_type = {}
+        s.session.run(fetches, options=options, run_metadata=meta)
+        seconds = time.perf_counter() - start
+        if not trace:
+          return seconds
+        by_type = collections.Counter()
         for dev in meta.step_stats.dev_stats:
           for node in dev.node_stats:
             kind = node.timeline_label.split("=")[-1].split("(")[0].strip() or node.node_name
-            by_type[kind] = by_type.get(kind, 0) + node.op_end_rel_micros - node.op_start_rel_micros
-  seconds = float(np.min(times) if stat == "min" else np.median(times))
-  if profile:
-    return seconds, dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
-  return seconds
+            by_type[kind] += node.op_end_rel_micros - node.op_start_rel_micros
+        return seconds, dict(by_type.most_common())
+      yield run
+
+
+def interleaved(runs, warmup=2, repeats=5, stat="min"):
+  """Seconds of each run() in `runs` ({name: run}), measured in rounds that run each once in
+  turn (so drift of the machine's speed hits all alike): "min" or "median" of `repeats`
+  rounds after `warmup`."""
+  for _ in range(warmup):
+    for run in runs.values():
+      run()
+  times = {name: [] for name in runs}
+  for _ in range(repeats):
+    for name, run in runs.items():
+      times[name].append(run())
+  reduce = np.min if stat == "min" else np.median
+  return {name: float(reduce(t)) for name, t in times.items()}
+
+
+def time_fwd_bwd(make_layer, d_model=256, batch=8, length=512, warmup=2, repeats=5,
+                 stat="median", packed=False, profile=False, input_grad=False, on_graph=None):
+  """Seconds of one fwd+bwd session.run of one layer ("median" or "min" of repeats; see
+  fwd_bwd_runner); profile=True: (seconds, {op type: microseconds}) of one more, traced run."""
+  with fwd_bwd_runner(make_layer, d_model, batch, length, packed, input_grad, on_graph) as run:
+    seconds = interleaved({"layer": run}, warmup, repeats, stat)["layer"]
+    return (seconds, run(trace=True)[1]) if profile else seconds
 
 
 def main():

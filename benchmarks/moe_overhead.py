@@ -9,13 +9,16 @@ Layers (d_model 256, expert hidden 512, ReLU experts, 8 x 512 = 4096 tokens, tra
                  (one-hot einsum dispatch)
   dense          mesh-tf DenseReluDense with hidden 2 x 512 = 1024: the same activated FLOPs
                  (every token meets 2 experts' worth of FFN under both gatings at c = 2)
-For every (group size, experts) cell the four layers are timed back to back (time_fwd_bwd from
-benchmarks/moe_dispatch.py; best of --repeats after --warmup, best-of because the machine is
-shared) and divided by the dense time of that cell. 1.0 is the physical limit.
+For every (group size, experts) cell the four layers are built side by side and timed in
+interleaved rounds, each layer once per round (moe_dispatch.interleaved: the speed of the
+machines here drifts by up to 2x within minutes, so only interleaved ratios count); best of
+--repeats rounds after --warmup, divided by the dense time of that cell. 1.0 is the physical
+limit.
 Writes results/moe_overhead.json (+ .png) and updates results/summary.json.
 """
 
 import argparse
+import contextlib
 import os
 
 import matplotlib
@@ -49,11 +52,14 @@ def layers(num_experts, group_size):
 
 
 def measure_cell(num_experts, group_size, batch=8, length=512, warmup=2, repeats=5):
+  """The four layers' best fwd+bwd seconds, timed in interleaved rounds, and their ratios."""
   row = {"num_experts": num_experts, "group_size": group_size, "tokens": batch * length}
-  for name, make in layers(num_experts, group_size).items():
-    row[f"{name}_s"] = moe_dispatch.time_fwd_bwd(make, d_model=D_MODEL, batch=batch,
-                                                 length=length, warmup=warmup, repeats=repeats,
-                                                 stat="min", packed=True)
+  with contextlib.ExitStack() as stack:
+    runs = {name: stack.enter_context(moe_dispatch.fwd_bwd_runner(
+        make, d_model=D_MODEL, batch=batch, length=length, packed=True))
+            for name, make in layers(num_experts, group_size).items()}
+    seconds = moe_dispatch.interleaved(runs, warmup, repeats, stat="min")
+  row.update({f"{name}_s": s for name, s in seconds.items()})
   for name in ("expert_choice", "top2_ours", "top2_mesh_tf"):
     row[f"{name}_over_dense"] = row[f"{name}_s"] / row["dense_s"]
   row["expert_choice_over_top2_mesh_tf"] = row["expert_choice_s"] / row["top2_mesh_tf_s"]

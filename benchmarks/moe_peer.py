@@ -111,13 +111,12 @@ def measure_ours(num_experts: int, group_size: int, shapes: Shapes, *, batch: in
     raise ValueError(f"ours runs moe_overhead's shapes {overhead_shapes()}, not {shapes}")
   makes = moe_overhead.layers(num_experts, group_size)
   row = {}
-  timing = dict(d_model=shapes.d_model, batch=batch, length=length, warmup=warmup,
-                repeats=repeats, stat="min", packed=True, input_grad=True)
-  row["ours_s"] = moe_dispatch.time_fwd_bwd(makes["expert_choice"],
-                                            on_graph=lambda g: row.update(routing_dims(g)),
-                                            **timing)
-  row["ours_dense_s"] = moe_dispatch.time_fwd_bwd(makes["dense"], **timing)
-  return row
+  shape = dict(d_model=shapes.d_model, batch=batch, length=length, packed=True, input_grad=True)
+  with moe_dispatch.fwd_bwd_runner(makes["expert_choice"], **shape,
+                                   on_graph=lambda g: row.update(routing_dims(g))) as ours, \
+      moe_dispatch.fwd_bwd_runner(makes["dense"], **shape) as dense:
+    seconds = moe_dispatch.interleaved({"ours_s": ours, "ours_dense_s": dense}, warmup, repeats)
+  return dict(row, **seconds)
 
 
 def measure_peer(num_experts: int, group_size: int, shapes: Shapes, *, batch: int,

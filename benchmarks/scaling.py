@@ -10,11 +10,14 @@ FFN), and of the expert-choice layer as tokens per batch grow (8 experts; time p
 Model level (--model_steps > 0): Brainformer-1 mini trained by `brainformer train` (cpu_mini
 recipe, item-1 data) for that many steps at each expert count (activated params fixed: expert
 size and capacity do not change); step time = mean over steps 2..N (the budget clock's
-convention). --model_batches adds runs at those sequences per batch (8 experts).
+convention), the best of --model_rounds rounds that alternate the order. --model_batches adds
+runs at those sequences per batch (8 experts). The layers are all built side by side and timed
+in interleaved rounds (moe_dispatch.interleaved).
 Writes results/scaling.json (+ scaling.png) and updates results/summary.json.
 """
 
 import argparse
+import contextlib
 import os
 
 import matplotlib
@@ -30,16 +33,18 @@ RECIPE = "train/cpu_mini.gin"
 
 
 def layer_experts(experts, repeats, warmup):
-  rows = []
-  for e in experts:
-    row = {"num_experts": e, "tokens": 4096, "group_size": 1024}
-    makes = moe_overhead.layers(e, 1024)
-    for name in ("expert_choice", "top2_mesh_tf"):
-      row[f"{name}_s"] = moe_dispatch.time_fwd_bwd(makes[name], d_model=moe_overhead.D_MODEL,
-                                                   warmup=warmup, repeats=repeats, stat="min",
-                                                   packed=True)
+  """EC and MoE1D layers at every expert count, all built side by side and timed in
+  interleaved rounds (moe_dispatch.interleaved), so the growth is not the machine's drift."""
+  with contextlib.ExitStack() as stack:
+    runs = {(e, name): stack.enter_context(moe_dispatch.fwd_bwd_runner(
+        moe_overhead.layers(e, 1024)[name], d_model=moe_overhead.D_MODEL, packed=True))
+            for e in experts for name in ("expert_choice", "top2_mesh_tf")}
+    seconds = moe_dispatch.interleaved(runs, warmup, repeats, stat="min")
+  rows = [{"num_experts": e, "tokens": 4096, "group_size": 1024,
+           **{f"{name}_s": seconds[e, name] for name in ("expert_choice", "top2_mesh_tf")}}
+          for e in experts]
+  for row in rows:
     print(row, flush=True)
-    rows.append(row)
   base = rows[0]["expert_choice_s"]
   return {"rows": rows, "growth": rows[-1]["expert_choice_s"] / base - 1,
           "top2_mesh_tf_growth": rows[-1]["top2_mesh_tf_s"] / rows[0]["top2_mesh_tf_s"] - 1,
@@ -60,22 +65,33 @@ def layer_tokens(tokens, repeats, warmup, length=512):
   return {"rows": rows}
 
 
-def model_runs(run_dir, experts, batches, steps):
+def model_runs(run_dir, experts, batches, steps, rounds=2):
+  """Brainformer-1 mini trained `steps` steps per (experts, batch) in `rounds` rounds, the
+  order reversed on every other round (drift of the machine hits all alike); step_s = the
+  best round's mean step time."""
   train, valid = common.train_files(), common.validation_files()
-  rows = []
   plan = [(e, 16) for e in experts] + [(8, b) for b in batches]
-  for e, b in plan:
-    model_dir = os.path.join(run_dir, f"bf1_e{e}_b{b}")
-    extra = [f"num_experts = {e}", f"utils.run.batch_size = ('sequences_per_batch', {b})",
-             "train_with_progress.final_eval_split = None"]
-    cmd = common.train_command(model_dir, "models/brainformer1_mini.gin", RECIPE, steps=steps,
-                               extra=extra, train=train, validation=valid)
-    r = common.run_training(model_dir, cmd)
-    row = {"num_experts": e, "sequences_per_batch": b, "tokens_per_step": b * 128,
-           "steps": r.get("steps"), "step_s": 1 / r["steps_per_sec"] if r.get("steps_per_sec")
-           else None, "load_average_start": r["load_average_start"], "error": r.get("error")}
-    print(row, flush=True)
-    rows.append(row)
+  found = {cell: [] for cell in plan}
+  for i in range(rounds):
+    for e, b in (plan if i % 2 == 0 else plan[::-1]):
+      model_dir = os.path.join(run_dir, f"bf1_e{e}_b{b}")
+      extra = [f"num_experts = {e}", f"utils.run.batch_size = ('sequences_per_batch', {b})",
+               "train_with_progress.final_eval_split = None"]
+      cmd = common.train_command(model_dir, "models/brainformer1_mini.gin", RECIPE,
+                                 steps=steps, extra=extra, train=train, validation=valid)
+      r = common.run_training(model_dir, cmd)
+      found[e, b].append(r)
+      print(f"round {i}: {e} experts, {b} sequences: {r.get('steps_per_sec')} steps/s",
+            flush=True)
+  rows = []
+  for (e, b), runs in found.items():
+    step_s = [1 / r["steps_per_sec"] for r in runs if r.get("steps_per_sec")]
+    rows.append({"num_experts": e, "sequences_per_batch": b, "tokens_per_step": b * 128,
+                 "steps": runs[0].get("steps"), "step_s": min(step_s, default=None),
+                 "step_s_per_round": step_s,
+                 "load_average_start": [r["load_average_start"] for r in runs],
+                 "error": next((r["error"] for r in runs if r.get("error")), None)})
+    print(rows[-1], flush=True)
   exp_rows = [r for r in rows if r["sequences_per_batch"] == 16]
   growth = None
   if len(exp_rows) >= 2 and exp_rows[0]["step_s"] and exp_rows[-1]["step_s"]:
@@ -124,6 +140,7 @@ def main():
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--model_steps", type=int, default=40, help="0: skip the model-level runs")
   p.add_argument("--model_batches", default="", help="e.g. 8,16,32 (sequences of 128)")
+  p.add_argument("--model_rounds", type=int, default=2, help="alternating rounds of model runs")
   p.add_argument("--scale", default="full")
   p.add_argument("--run_dir", default="/tmp/brainformer_bench/scaling")
   args = p.parse_args()
@@ -131,7 +148,8 @@ def main():
   machine = common.machine_info()
   data = {"benchmark": "scaling", "scale": args.scale, "machine": machine,
           "command": f"python -m benchmarks.scaling --experts {args.experts} --tokens "
-                     f"{args.tokens} --repeats {args.repeats} --model_steps {args.model_steps}"
+                     f"{args.tokens} --repeats {args.repeats} --model_steps {args.model_steps} "
+                     f"--model_rounds {args.model_rounds}"
                      + (f" --model_batches {args.model_batches}" if args.model_batches else ""),
           "what": "layer: best-of-repeats fwd+bwd seconds; model: mean training step seconds"}
   data["layer_experts"] = layer_experts(experts, args.repeats, args.warmup)
@@ -139,7 +157,8 @@ def main():
                                       args.warmup)
   if args.model_steps:
     batches = [int(x) for x in args.model_batches.split(",") if x]
-    data["model_experts"] = model_runs(args.run_dir, experts, batches, args.model_steps)
+    data["model_experts"] = model_runs(args.run_dir, experts, batches, args.model_steps,
+                                       args.model_rounds)
   data["load_average_end"] = list(os.getloadavg())
   plot(data, os.path.join(common.RESULTS, "scaling.png"))
   data["plots"] = ["benchmarks/results/scaling.png"]

@@ -10,6 +10,8 @@ import pytest
 from benchmarks import common
 from benchmarks import decode_speed
 from benchmarks import demo
+from benchmarks import moe_dispatch
+from benchmarks import moe_overhead
 from benchmarks import summary
 from benchmarks import training_efficiency as te
 from brainformer_tf.evaluation import checkpoint
@@ -166,6 +168,26 @@ def test_targets_are_judged_on_every_cpu_kind_filed(monkeypatch, tmp_path):
   assert second["by_machine"]["avx2"]["machine"]["cpu_flags"] == ["avx", "avx2", "fma"]
   assert common.machine_kind(["avx", "fma"]) == "other"
   assert "1.900 (not met, full)" in summary.markdown()
+
+
+def test_interleaved_timing_runs_each_layer_once_per_round_and_keeps_the_best():
+  calls, times = [], {"a": iter([9, 3, 2, 5]), "b": iter([9, 4, 6, 1])}
+
+  def run(name):
+    def once():
+      calls.append(name)
+      return next(times[name])
+    return once
+
+  best = moe_dispatch.interleaved({"a": run("a"), "b": run("b")}, warmup=1, repeats=3)
+  assert calls == ["a", "b"] * 4
+  assert best == {"a": 2, "b": 1}
+
+
+def test_overhead_cell_times_four_layers_side_by_side():
+  row = moe_overhead.measure_cell(4, 64, batch=2, length=64, warmup=0, repeats=1)
+  assert {f"{n}_s" for n in moe_overhead.layers(4, 64)} <= set(row)
+  assert row["expert_choice_over_dense"] == row["expert_choice_s"] / row["dense_s"] > 0
 
 
 def test_markdown_renders_without_results(monkeypatch, tmp_path):
