@@ -13,18 +13,22 @@ For every (group size, experts) cell the four layers are built side by side and 
 interleaved rounds, each layer once per round (moe_dispatch.interleaved: the speed of the
 machines here drifts by up to 2x within minutes, so only interleaved ratios count); best of
 --repeats rounds after --warmup, divided by the dense time of that cell. 1.0 is the physical
-limit.
+limit. Each cell also times the expert FFN's six matmuls alone against the dense FFN's
+(matmul_floor): the part of the ratio that is TF's batched matmul kernels, not routing.
 Writes results/moe_overhead.json (+ .png) and updates results/summary.json.
 """
 
 import argparse
 import contextlib
 import os
+import time
 
 import matplotlib
 import matplotlib.pyplot as plt
 from mesh_tensorflow.transformer import moe as mtf_moe
 from mesh_tensorflow.transformer import transformer_layers
+import numpy as np
+import tensorflow.compat.v1 as tf
 
 from benchmarks import common
 from benchmarks import moe_dispatch  # time_fwd_bwd
@@ -64,7 +68,51 @@ def measure_cell(num_experts, group_size, batch=8, length=512, warmup=2, repeats
     row[f"{name}_over_dense"] = row[f"{name}_s"] / row["dense_s"]
   row["expert_choice_over_top2_mesh_tf"] = row["expert_choice_s"] / row["top2_mesh_tf_s"]
   row["expert_choice_over_top2_ours"] = row["expert_choice_s"] / row["top2_ours_s"]
+  row.update(matmul_floor(num_experts, group_size, batch, length, warmup, repeats))
   return row
+
+
+def matmul_floor(num_experts, group_size, batch=8, length=512, warmup=2, repeats=5):
+  """The expert FFN's six matmuls alone over the equal-FLOPs dense FFN's six, timed in
+  interleaved rounds in one plain TF session: what TF's batched matmul kernels cost at
+  `num_experts` experts before any routing, the floor of expert_choice_over_dense.
+
+  Experts: x [E, R, M] (R = groups x capacity rows per expert), W_i [E, M, H], W_o [E, H, M];
+  forward x W_i, h W_o; input gradients dy W_o^T, dh W_i^T; weight gradients x^T dh, h^T dy.
+  Dense: the same six with E = 1, R = tokens, hidden = CAPACITY x H. Equal FLOPs: E x R = 2 x
+  tokens at capacity factor 2.
+  """
+  tokens, hidden = batch * length, HIDDEN
+  rows = tokens // group_size * int(CAPACITY * group_size / num_experts)
+  shapes = {"experts": (num_experts, rows, hidden), "dense": (1, tokens, int(CAPACITY * hidden))}
+  graph, rng = tf.Graph(), np.random.RandomState(0)
+  with graph.as_default():
+    ops = {}
+    for name, (e, r, h) in shapes.items():
+      const = lambda *shape: tf.Variable(rng.randn(*shape).astype(np.float32))
+      x, dy, w_i, w_o, h_, dh = (const(e, r, D_MODEL), const(e, r, D_MODEL),
+                                 const(e, D_MODEL, h), const(e, h, D_MODEL), const(e, r, h),
+                                 const(e, r, h))
+      products = [
+          tf.einsum("erm,emh->erh", x, w_i), tf.einsum("erh,ehm->erm", h_, w_o),
+          tf.einsum("erm,ehm->erh", dy, w_o), tf.einsum("erh,emh->erm", dh, w_i),
+          tf.einsum("erm,erh->emh", x, dh), tf.einsum("erh,erm->ehm", h_, dy)]
+      # one element of each fetched: a tf.group of them lets Grappler drop the products
+      ops[name] = tf.add_n([t[0, 0, 0] for t in products])
+    init = tf.global_variables_initializer()
+  with tf.Session(graph=graph) as session:
+    session.run(init)
+
+    def timed(op):
+      def run():
+        start = time.perf_counter()
+        session.run(op)
+        return time.perf_counter() - start
+      return run
+    seconds = moe_dispatch.interleaved({k: timed(op) for k, op in ops.items()}, warmup, repeats)
+  return {"expert_matmuls_s": seconds["experts"], "dense_matmuls_s": seconds["dense"],
+          "rows_per_expert": rows,
+          "expert_matmuls_over_dense": seconds["experts"] / seconds["dense"]}
 
 
 def profile_cell(num_experts=8, group_size=1024, top=12):

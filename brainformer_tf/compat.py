@@ -38,9 +38,17 @@ Patches (PATCHES; `brainformer --version` and run_info.json list which are on):
    gradients through one barrier op (identities under control dependencies on every
    gradient), so every update waits until every gradient, and thus every read of the step's
    weights, is done. No copies; the NaN guard's `tf.cond` already imposed the same order.
-Switch 3, 4 or 5 off (to compare with stock mesh-tf) with
+6. `cpu_bfc_allocator` (speed; set when brainformer_tf is imported): TF's CPU tensors come
+   from malloc unless TF_CPU_ALLOCATOR_USE_BFC=true. glibc serves allocations of 32 MB and more
+   with fresh mmap'd pages, so every step page-faults its way through each such tensor again:
+   at 64 experts a weight gradient (64 x 256 x 512 floats) is one. We set the variable (an
+   explicit value in the environment wins), so TF pools CPU memory in its BFC allocator, as it
+   does on GPUs. On the AVX2 machine here (2026-12-02, interleaved rounds): the experts'
+   weight-gradient einsum 51 -> 29 ms, the expert-choice layer at 64 experts 0.170 -> 0.155 s,
+   mesh-tf's MoE1D 0.51 -> 0.40 s, the dense FFN unchanged (benchmarks/README.md).
+Switch 3, 4, 5 or 6 off (to compare with stock mesh-tf) with
 BRAINFORMER_COMPAT_OFF=<comma-separated names> in the environment of the process, before
-mesh-tf is imported.
+mesh-tf is imported (6: before brainformer_tf is).
 """
 
 import importlib.abc
@@ -58,9 +66,11 @@ PATCHES = {
     "einsum_gradient_operand_order": "speed: no output transpose in einsum gradients",
     "global_step_after_updates": "numerics: updates read step t, then the step increments",
     "updates_after_all_gradients": "numerics: no update runs before every gradient is done",
+    "cpu_bfc_allocator": "speed: TF pools CPU memory (no page faults on big tensors each step)",
 }
 SWITCHABLE = ("einsum_gradient_operand_order", "global_step_after_updates",
-              "updates_after_all_gradients")
+              "updates_after_all_gradients", "cpu_bfc_allocator")
+BFC_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
 
 
 def enabled(name: str) -> bool:
@@ -255,9 +265,21 @@ class _ImportHook(importlib.abc.MetaPathFinder):
     return spec
 
 
+def _pool_cpu_allocator():
+  """Item 6: TF_CPU_ALLOCATOR_USE_BFC=true unless the environment sets it (TF reads it when it
+  first creates its CPU allocator, so this must run before any TF session or eager op)."""
+  try:
+    if enabled("cpu_bfc_allocator"):
+      os.environ.setdefault(BFC_VARIABLE, "true")
+  except ValueError:  # a bad BRAINFORMER_COMPAT_OFF: the CLI names it (exit 2), not the import
+    pass
+
+
 def install_import_hook():
-  """Puts _ImportHook first on sys.meta_path (once; imports nothing). If mesh-tf was imported
-  before brainformer_tf, applies the shims now (mesh-tf may then have failed to import)."""
+  """Puts _ImportHook first on sys.meta_path (once; imports nothing) and applies item 6. If
+  mesh-tf was imported before brainformer_tf, applies the shims now (mesh-tf may then have
+  failed to import)."""
+  _pool_cpu_allocator()
   if "mesh_tensorflow.transformer.utils" in sys.modules:
     apply()
   if not any(isinstance(f, _ImportHook) for f in sys.meta_path):
@@ -266,6 +288,7 @@ def install_import_hook():
 
 def apply():
   """Applies every shim. Safe to call more than once."""
+  _pool_cpu_allocator()
   _patch_tensor_conversion_registry()
   _stub_hf_model_without_torch()
   _order_einsum_gradient_operands()

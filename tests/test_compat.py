@@ -88,12 +88,28 @@ def test_numerics_patches_switch_off_and_are_listed():
   lines = {l.split()[0]: l.split()[1] for l in version.stdout.splitlines()[2:]}
   assert lines == {"tensor_conversion_registry": "on", "hf_model_stub": "on",
                    "einsum_gradient_operand_order": "OFF", "global_step_after_updates": "on",
-                   "updates_after_all_gradients": "on"}
+                   "updates_after_all_gradients": "on", "cpu_bfc_allocator": "on"}
   bad = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "--version"],
                        capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/bin:/bin", "BRAINFORMER_COMPAT_OFF": "bogus"})
   assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
   assert "bogus" in bad.stderr
+
+
+@pytest.mark.slow   # subprocesses
+def test_importing_brainformer_tf_makes_tf_pool_cpu_memory():
+  """Item 6: TF's allocator statistics exist only for its pooling (BFC) allocator; importing
+  brainformer_tf turns it on, BRAINFORMER_COMPAT_OFF=cpu_bfc_allocator leaves malloc."""
+  code = ("import brainformer_tf, tensorflow as tf\n"
+          "x = tf.ones([256, 256])\n"
+          "try:\n"
+          "  print(tf.config.experimental.get_memory_info('CPU:0')['peak'] >= 256 * 256 * 4)\n"
+          "except ValueError:\n"
+          "  print('malloc')")
+  assert _printed_words(code) == ["True"]
+  result = _python(code, off="cpu_bfc_allocator")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.split() == ["malloc"]
 
 
 @pytest.mark.slow
