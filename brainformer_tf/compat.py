@@ -70,7 +70,7 @@ PATCHES = {
 }
 SWITCHABLE = ("einsum_gradient_operand_order", "global_step_after_updates",
               "updates_after_all_gradients", "cpu_bfc_allocator")
-BFC_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
+BFC_VARIABLE, BFC_SET_BY = "TF_CPU_ALLOCATOR_USE_BFC", "BRAINFORMER_SET_TF_CPU_ALLOCATOR"
 
 
 def enabled(name: str) -> bool:
@@ -267,12 +267,17 @@ class _ImportHook(importlib.abc.MetaPathFinder):
 
 def _pool_cpu_allocator():
   """Item 6: TF_CPU_ALLOCATOR_USE_BFC=true unless the environment sets it (TF reads it when it
-  first creates its CPU allocator, so this must run before any TF session or eager op)."""
+  first creates its CPU allocator, so this must run before any TF session or eager op). Child
+  processes inherit the variable; one started with the patch off drops it again if a
+  brainformer_tf process set it (BFC_SET_BY marks that), not if a user did."""
   try:
-    if enabled("cpu_bfc_allocator"):
-      os.environ.setdefault(BFC_VARIABLE, "true")
+    on = enabled("cpu_bfc_allocator")
   except ValueError:  # a bad BRAINFORMER_COMPAT_OFF: the CLI names it (exit 2), not the import
-    pass
+    return
+  if on and BFC_VARIABLE not in os.environ:
+    os.environ.update({BFC_VARIABLE: "true", BFC_SET_BY: "brainformer_tf"})
+  elif not on and os.environ.pop(BFC_SET_BY, None):
+    os.environ.pop(BFC_VARIABLE, None)
 
 
 def install_import_hook():

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from benchmarks import common
+from benchmarks import compat_ab
 from benchmarks import decode_speed
 from benchmarks import demo
 from benchmarks import moe_dispatch
@@ -188,6 +189,18 @@ def test_overhead_cell_times_four_layers_side_by_side():
   row = moe_overhead.measure_cell(4, 64, batch=2, length=64, warmup=0, repeats=1)
   assert {f"{n}_s" for n in moe_overhead.layers(4, 64)} <= set(row)
   assert row["expert_choice_over_dense"] == row["expert_choice_s"] / row["dense_s"] > 0
+
+
+def test_compat_ab_alternates_the_order_and_keeps_each_cells_best_round():
+  order = compat_ab.plan([8, 64], rounds=2)
+  assert [(e, m) for _, e, m in order[:4]] == [(8, "on"), (8, "off"), (64, "on"), (64, "off")]
+  assert [(e, m) for _, e, m in order[4:]] == [(64, "off"), (64, "on"), (8, "off"), (8, "on")]
+  speeds = {(8, "on"): (2.0, 2.2), (8, "off"): (1.5, 1.6), (64, "on"): (1.6, 1.5),
+            (64, "off"): (1.6, 1.2)}
+  rows = [{"experts": e, "patch": m, "steps_per_sec": speeds[e, m][r]} for r, e, m in order]
+  s = compat_ab.summarise(rows, [8, 64])
+  assert s["on_over_off"] == {"8": 2.2 / 1.6, "64": 1.6 / 1.6}
+  assert s["step_time_growth_8_to_64"]["on"] == pytest.approx(2.2 / 1.6 - 1)
 
 
 def test_markdown_renders_without_results(monkeypatch, tmp_path):

@@ -1,6 +1,7 @@
 """The compat shims make mesh_tensorflow and t5.models importable on TF 2.15 without torch."""
 
 import functools
+import os
 import subprocess
 import sys
 
@@ -110,6 +111,23 @@ def test_importing_brainformer_tf_makes_tf_pool_cpu_memory():
   result = _python(code, off="cpu_bfc_allocator")
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.split() == ["malloc"]
+
+
+def test_bfc_setting_follows_the_patch_switch_and_leaves_a_users_value(monkeypatch):
+  """A child started with the patch off drops the variable its brainformer_tf parent set; a
+  value the user set stays either way."""
+  for name in (compat.BFC_VARIABLE, compat.BFC_SET_BY, "BRAINFORMER_COMPAT_OFF"):
+    monkeypatch.delenv(name, raising=False)
+  compat._pool_cpu_allocator()  # pylint: disable=protected-access
+  assert os.environ[compat.BFC_VARIABLE] == "true"
+  monkeypatch.setenv("BRAINFORMER_COMPAT_OFF", "cpu_bfc_allocator")
+  compat._pool_cpu_allocator()  # pylint: disable=protected-access  (as in the child)
+  assert compat.BFC_VARIABLE not in os.environ and compat.BFC_SET_BY not in os.environ
+  monkeypatch.setenv(compat.BFC_VARIABLE, "false")  # the user's
+  for off in ("cpu_bfc_allocator", ""):
+    monkeypatch.setenv("BRAINFORMER_COMPAT_OFF", off)
+    compat._pool_cpu_allocator()  # pylint: disable=protected-access
+    assert os.environ[compat.BFC_VARIABLE] == "false"
 
 
 @pytest.mark.slow

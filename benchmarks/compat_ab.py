@@ -1,0 +1,74 @@
+"""A/B of one compat patch on a whole training step: Brainformer-1 mini with the patch on and off.
+
+  .venv/bin/python -m benchmarks.compat_ab --patch cpu_bfc_allocator [--experts 8,64]
+
+For each expert count, `brainformer train` runs --steps steps of models/brainformer1_mini.gin
+(train/cpu_mini.gin, the item-1 data) with the patch on, and again with
+BRAINFORMER_COMPAT_OFF=<patch>; --rounds rounds, the order reversed on every other round (the
+speed of the machines here drifts by up to 2x within minutes). Steps/s = the budget clock's
+(steps 2..N); each cell keeps its best round. Writes results/compat_ab_<patch>.json: the runs,
+on / off per expert count and the step-time growth from the fewest to the most experts with
+the patch on and off (issue 19's target 2).
+"""
+
+import argparse
+import os
+
+from benchmarks import common
+from brainformer_tf import compat
+
+MODEL, RECIPE = "models/brainformer1_mini.gin", "train/cpu_mini.gin"
+
+
+def plan(experts, rounds):
+  """[(round, experts, "on" | "off")]: every cell once per round, every other round reversed."""
+  cells = [(e, mode) for e in experts for mode in ("on", "off")]
+  return [(r, e, mode) for r in range(rounds) for e, mode in (cells if r % 2 == 0
+                                                               else cells[::-1])]
+
+
+def summarise(rows, experts):
+  """Best steps/s per (experts, on/off), on / off per expert count, growth fewest -> most."""
+  best = {}
+  for row in rows:
+    key = f"{row['experts']}e_{row['patch']}"
+    best[key] = max(best.get(key, 0.0), row["steps_per_sec"] or 0.0)
+  lo, hi = min(experts), max(experts)
+  return {"best_steps_per_sec": best,
+          "on_over_off": {str(e): best[f"{e}e_on"] / best[f"{e}e_off"] for e in experts},
+          f"step_time_growth_{lo}_to_{hi}": {m: best[f"{lo}e_{m}"] / best[f"{hi}e_{m}"] - 1
+                                            for m in ("on", "off")}}
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--patch", required=True, choices=compat.SWITCHABLE)
+  p.add_argument("--experts", default="8,64")
+  p.add_argument("--steps", type=int, default=40)
+  p.add_argument("--rounds", type=int, default=2)
+  p.add_argument("--run_dir", default="/tmp/brainformer_bench/compat_ab")
+  args = p.parse_args()
+  experts = [int(x) for x in args.experts.split(",")]
+  train, valid = common.train_files(), common.validation_files()
+  rows = []
+  for r, e, mode in plan(experts, args.rounds):
+    model_dir = os.path.join(args.run_dir, args.patch, f"e{e}_{mode}")
+    extra = [f"num_experts = {e}", "train_with_progress.final_eval_split = None"]
+    cmd = common.train_command(model_dir, MODEL, RECIPE, steps=args.steps, train=train,
+                               validation=valid, extra=extra)
+    result = common.run_training(
+        model_dir, cmd, env={"BRAINFORMER_COMPAT_OFF": args.patch if mode == "off" else ""})
+    rows.append({"round": r, "experts": e, "patch": mode,
+                 "steps_per_sec": result.get("steps_per_sec"),
+                 "load_average_start": result["load_average_start"], "error": result.get("error")})
+    print(rows[-1], flush=True)
+  data = {"benchmark": "compat_ab", "machine": common.machine_info(), "patch": args.patch,
+          "command": f"python -m benchmarks.compat_ab --patch {args.patch} --experts "
+                     f"{args.experts} --steps {args.steps} --rounds {args.rounds}",
+          "model": MODEL, "recipe": RECIPE, "rows": rows, **summarise(rows, experts)}
+  print(data["on_over_off"], flush=True)
+  print(f"wrote {common.write_json(f'compat_ab_{args.patch}.json', data)}")
+
+
+if __name__ == "__main__":
+  main()
