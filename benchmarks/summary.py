@@ -15,9 +15,9 @@ its kind only), and every target is judged on each kind measured. Each entry:
 has not been run is absent.
 """
 
+import argparse
 import json
 import os
-import sys
 
 from benchmarks import common
 
@@ -336,8 +336,15 @@ def markdown() -> str:
   return "\n".join(out)
 
 
-if __name__ == "__main__":
-  if "--markdown" in sys.argv:
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--markdown", action="store_true",
+                 help="print the README tables instead of rebuilding summary.json")
+  if p.parse_args().markdown:
     print(markdown())
   else:
     update()
+
+
+if __name__ == "__main__":
+  main()

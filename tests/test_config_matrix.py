@@ -100,7 +100,7 @@ class Incompatible:
 TINY_MINI = ("models/*_tiny*.gin", "models/*_mini*.gin", "models/moe_tiny/*.gin")
 MOE_TINY_MINI = ("models/glam*_tiny*.gin", "models/glam*_mini*.gin",
                  "models/brainformer*_tiny*.gin", "models/brainformer*_mini*.gin",
-                 "models/moe_tiny/*.gin")
+                 "models/moe_tiny/*.gin", "models/*_small.gin")
 NON_CAUSAL = ("models/glam_ec_*.gin", "models/brainformer*.gin", "models/moe_tiny/expert_choice.gin",
               "models/moe_tiny/expert_choice_capped.gin")
 
@@ -127,6 +127,12 @@ INCOMPATIBLE = (
         r"num_experts=8 \(dimension 'experts'\) is split over mesh dimension 'batch' of size 64",
         "as above on 64 data shards (mesh-tf layer lists report every layer; block specs stop "
         "at the first sub-layer, the heads)"),
+    Incompatible(
+        ("models/*_small.gin",), ("*",), ("layouts/tpu_v4_512.gin",),
+        r"E=8 \(number of experts, dimension 'experts'\) is split over mesh dimension 'batch' "
+        r"of size 64",
+        "the small models (benchmarks only) have 8 experts, which 64 data shards cannot hold; "
+        "their 8 heads do split 8 ways, so this is the first problem"),
     Incompatible(
         NON_CAUSAL, ("finetune/*", "eval/*"), ("*",),
         r"routes with non-causal expert choice",
