@@ -71,8 +71,8 @@ def machine_info(onednn: Optional[str] = None) -> dict:
     pass
   env = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
   flags = cpu_flags()
-  return {"cpu": cpu, "cpu_flags": flags, "kind": machine_kind(flags), "cores": os.cpu_count(), "platform": platform.platform(),
-          "python": platform.python_version(), "tensorflow": _tf_version(),
+  return {"cpu": cpu, "cpu_flags": flags, "kind": machine_kind(flags), "cores": os.cpu_count(),
+          "platform": platform.platform(), "python": platform.python_version(), "tensorflow": _tf_version(),
           "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "load_average": list(os.getloadavg()),
           "onednn": onednn or ("default (on: TF 2.15 x86 Linux)" if env is None else
@@ -95,6 +95,13 @@ def machine_kind(flags: Sequence[str]) -> str:
   if any(f.startswith("avx512") for f in flags):
     return "avx512"
   return "avx2" if "avx2" in flags else "other"
+
+
+def alternating(cells: Sequence, rounds: int) -> list:
+  """[(round, cell)]: every cell once per round, the order reversed on every other round, so
+  drift of the machine's speed hits all cells alike."""
+  return [(r, cell) for r in range(rounds)
+          for cell in (cells if r % 2 == 0 else list(reversed(cells)))]
 
 
 def _tf_version() -> str:

@@ -23,8 +23,7 @@ MODEL, RECIPE = "models/brainformer1_mini.gin", "train/cpu_mini.gin"
 def plan(experts, rounds):
   """[(round, experts, "on" | "off")]: every cell once per round, every other round reversed."""
   cells = [(e, mode) for e in experts for mode in ("on", "off")]
-  return [(r, e, mode) for r in range(rounds) for e, mode in (cells if r % 2 == 0
-                                                               else cells[::-1])]
+  return [(r, e, mode) for r, (e, mode) in common.alternating(cells, rounds)]
 
 
 def summarise(rows, experts):

@@ -72,17 +72,16 @@ def model_runs(run_dir, experts, batches, steps, rounds=2):
   train, valid = common.train_files(), common.validation_files()
   plan = [(e, 16) for e in experts] + [(8, b) for b in batches]
   found = {cell: [] for cell in plan}
-  for i in range(rounds):
-    for e, b in (plan if i % 2 == 0 else plan[::-1]):
-      model_dir = os.path.join(run_dir, f"bf1_e{e}_b{b}")
-      extra = [f"num_experts = {e}", f"utils.run.batch_size = ('sequences_per_batch', {b})",
-               "train_with_progress.final_eval_split = None"]
-      cmd = common.train_command(model_dir, "models/brainformer1_mini.gin", RECIPE,
-                                 steps=steps, extra=extra, train=train, validation=valid)
-      r = common.run_training(model_dir, cmd)
-      found[e, b].append(r)
-      print(f"round {i}: {e} experts, {b} sequences: {r.get('steps_per_sec')} steps/s",
-            flush=True)
+  for i, (e, b) in common.alternating(plan, rounds):
+    model_dir = os.path.join(run_dir, f"bf1_e{e}_b{b}")
+    extra = [f"num_experts = {e}", f"utils.run.batch_size = ('sequences_per_batch', {b})",
+             "train_with_progress.final_eval_split = None"]
+    cmd = common.train_command(model_dir, "models/brainformer1_mini.gin", RECIPE,
+                               steps=steps, extra=extra, train=train, validation=valid)
+    r = common.run_training(model_dir, cmd)
+    found[e, b].append(r)
+    print(f"round {i}: {e} experts, {b} sequences: {r.get('steps_per_sec')} steps/s",
+          flush=True)
   rows = []
   for (e, b), runs in found.items():
     step_s = [1 / r["steps_per_sec"] for r in runs if r.get("steps_per_sec")]

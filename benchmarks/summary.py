@@ -180,10 +180,14 @@ SOURCES = {"training_efficiency.json": training_targets, "moe_overhead.json": ov
            "scaling.json": scaling_targets, "moe_peer.json": peer_targets}
 
 
+def _kind(m: dict) -> str:
+  """A results file's CPU kind: as filed, else from its flags (common.machine_kind)."""
+  return m.get("kind") or common.machine_kind(m.get("cpu_flags") or [])
+
+
 def _machine(data) -> dict:
   m = data.get("machine") or {}
-  return {"cpu": m.get("cpu"), "cpu_flags": m.get("cpu_flags"),
-          "kind": m.get("kind") or common.machine_kind(m.get("cpu_flags") or []),
+  return {"cpu": m.get("cpu"), "cpu_flags": m.get("cpu_flags"), "kind": _kind(m),
           "date_utc": m.get("date_utc"), "load_average": m.get("load_average")}
 
 
@@ -309,8 +313,8 @@ def _kind_tables(load) -> list:
 def _where(m: dict) -> str:
   """'<cpu> (<kind>: <flags>), <date>, load <1-min load average> at start'."""
   flags = " ".join(m.get("cpu_flags") or []) or "flags not recorded"
-  return (f"{m['cpu']} ({m.get('kind') or common.machine_kind(m.get('cpu_flags') or [])}: "
-          f"{flags}), {m['date_utc']}, load {m['load_average'][0]:.1f} at start")
+  return (f"{m['cpu']} ({_kind(m)}: {flags}), {m['date_utc']}, load "
+          f"{m['load_average'][0]:.1f} at start")
 
 
 def markdown() -> str:

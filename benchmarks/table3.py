@@ -64,8 +64,7 @@ def run_order(models, max_seeds=3):
   order = []
   for count in sorted({MODELS[m][2] for m in models}, reverse=True):
     group = [m for m in models if MODELS[m][2] == count]
-    for seed in range(1, min(count, max_seeds) + 1):
-      order += [(seed, m) for m in (group if seed % 2 else list(reversed(group)))]
+    order += [(r + 1, m) for r, m in common.alternating(group, min(count, max_seeds))]
   return order
 
 

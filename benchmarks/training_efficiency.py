@@ -34,11 +34,7 @@ DEFAULT_MODELS = ("dense", "glam", "glam_ec", "search_top2", "brainformer1", "br
 
 def run_order(models, seeds):
   """[(seed, model)]: model order reversed on every other seed (interleaving)."""
-  order = []
-  for i, seed in enumerate(seeds):
-    for model in (models if i % 2 == 0 else list(reversed(models))):
-      order.append((seed, model))
-  return order
+  return [(seeds[r], model) for r, model in common.alternating(models, len(seeds))]
 
 
 def aggregate(runs, models, flops, peak_gflops):
