@@ -1,18 +1,22 @@
-"""A/B of one compat patch on a whole training step: Brainformer-1 mini with the patch on and off.
+"""A/B of one change on a whole training step: a compat patch, or a Gin switch, on and off.
 
   .venv/bin/python -m benchmarks.compat_ab --patch cpu_bfc_allocator [--experts 8,64]
+  .venv/bin/python -m benchmarks.compat_ab --gin_off "fused_gelu.enabled = False" \
+      [--model models/glam_mini.gin]
 
-For each expert count, `brainformer train` runs --steps steps of models/brainformer1_mini.gin
-(train/cpu_mini.gin, the item-1 data) with the patch on, and again with
-BRAINFORMER_COMPAT_OFF=<patch>; --rounds rounds, the order reversed on every other round (the
-speed of the machines here drifts by up to 2x within minutes). Steps/s = the budget clock's
-(steps 2..N); each cell keeps its best round. Writes results/compat_ab_<patch>.json: the runs,
-on / off per expert count and the step-time growth from the fewest to the most experts with
-the patch on and off (issue 19's target 2).
+For each expert count, `brainformer train` runs --steps steps of --model (default
+models/brainformer1_mini.gin; train/cpu_mini.gin, the item-1 data) as it is ("on"), and again
+with BRAINFORMER_COMPAT_OFF=<patch> or with the --gin_off binding ("off"); --rounds rounds, the
+order reversed on every other round (the speed of the machines here drifts by up to 2x within
+minutes). Steps/s = the budget clock's (steps 2..N); each cell keeps its best round. Writes
+results/compat_ab_<change>[_<model>].json (<change>: the patch, or the Gin configurable; the
+model's name unless Brainformer-1 mini): the runs, on / off per expert count and the step-time
+growth from the fewest to the most experts, on and off (issue 19's target 2).
 """
 
 import argparse
 import os
+import re
 
 from benchmarks import common
 from brainformer_tf import compat
@@ -24,6 +28,14 @@ def plan(experts, rounds):
   """[(round, experts, "on" | "off")]: every cell once per round, every other round reversed."""
   cells = [(e, mode) for e in experts for mode in ("on", "off")]
   return [(r, e, mode) for r, (e, mode) in common.alternating(cells, rounds)]
+
+
+def change_name(patch, gin_off, model=MODEL):
+  """The results file's stem: compat_ab_<patch or Gin configurable>[_<model unless MODEL>]."""
+  name = patch or re.match(r"\s*([\w.]+?)\.\w+\s*=", gin_off).group(1).replace(".", "_")
+  if model != MODEL:
+    name += "_" + os.path.splitext(os.path.basename(model))[0]
+  return f"compat_ab_{name}"
 
 
 def summarise(rows, experts):
@@ -41,7 +53,11 @@ def summarise(rows, experts):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--patch", required=True, choices=compat.SWITCHABLE)
+  change = p.add_mutually_exclusive_group(required=True)
+  change.add_argument("--patch", choices=compat.SWITCHABLE, help="a compat patch")
+  change.add_argument("--gin_off", help="a Gin binding that turns the change off, e.g. "
+                                        "'fused_gelu.enabled = False'")
+  p.add_argument("--model", default=MODEL, help="the model's Gin file (under gin/)")
   p.add_argument("--experts", default="8,64")
   p.add_argument("--steps", type=int, default=40)
   p.add_argument("--rounds", type=int, default=2)
@@ -49,24 +65,29 @@ def main():
   args = p.parse_args()
   experts = [int(x) for x in args.experts.split(",")]
   train, valid = common.train_files(), common.validation_files()
+  stem = change_name(args.patch, args.gin_off, args.model)
   rows = []
   for r, e, mode in plan(experts, args.rounds):
-    model_dir = os.path.join(args.run_dir, args.patch, f"e{e}_{mode}")
+    model_dir = os.path.join(args.run_dir, stem, f"e{e}_{mode}")
     extra = [f"num_experts = {e}", "train_with_progress.final_eval_split = None"]
-    cmd = common.train_command(model_dir, MODEL, RECIPE, steps=args.steps, train=train,
+    if args.gin_off and mode == "off":
+      extra.append(args.gin_off)
+    cmd = common.train_command(model_dir, args.model, RECIPE, steps=args.steps, train=train,
                                validation=valid, extra=extra)
-    result = common.run_training(
-        model_dir, cmd, env={"BRAINFORMER_COMPAT_OFF": args.patch if mode == "off" else ""})
+    off_patch = args.patch if args.patch and mode == "off" else ""
+    result = common.run_training(model_dir, cmd, env={"BRAINFORMER_COMPAT_OFF": off_patch})
     rows.append({"round": r, "experts": e, "patch": mode,
                  "steps_per_sec": result.get("steps_per_sec"),
                  "load_average_start": result["load_average_start"], "error": result.get("error")})
     print(rows[-1], flush=True)
+  switch = f"--patch {args.patch}" if args.patch else f"--gin_off {args.gin_off!r}"
   data = {"benchmark": "compat_ab", "machine": common.machine_info(), "patch": args.patch,
-          "command": f"python -m benchmarks.compat_ab --patch {args.patch} --experts "
+          "gin_off": args.gin_off,
+          "command": f"python -m benchmarks.compat_ab {switch} --model {args.model} --experts "
                      f"{args.experts} --steps {args.steps} --rounds {args.rounds}",
-          "model": MODEL, "recipe": RECIPE, "rows": rows, **summarise(rows, experts)}
+          "model": args.model, "recipe": RECIPE, "rows": rows, **summarise(rows, experts)}
   print(data["on_over_off"], flush=True)
-  print(f"wrote {common.write_json(f'compat_ab_{args.patch}.json', data)}")
+  print(f"wrote {common.write_json(stem + '.json', data)}")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,13 @@ def test_compat_ab_alternates_the_order_and_keeps_each_cells_best_round():
   assert s["step_time_growth_8_to_64"]["on"] == pytest.approx(2.2 / 1.6 - 1)
 
 
+def test_compat_ab_names_its_results_by_the_change_and_the_model():
+  assert compat_ab.change_name("cpu_bfc_allocator", None) == "compat_ab_cpu_bfc_allocator"
+  assert compat_ab.change_name(None, " fused_gelu.enabled = False") == "compat_ab_fused_gelu"
+  assert (compat_ab.change_name(None, "ffn.fused_gelu.enabled=False", "models/glam_mini.gin")
+          == "compat_ab_ffn_fused_gelu_glam_mini")
+
+
 def test_markdown_renders_without_results(monkeypatch, tmp_path):
   monkeypatch.setattr(common, "RESULTS", str(tmp_path))
   assert summary.markdown() == ""
