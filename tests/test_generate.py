@@ -92,6 +92,20 @@ def test_greedy_equals_argmax_of_whole_sequence_scoring(checkpoint_dir, referenc
 
 
 @pytest.mark.slow
+def test_greedy_decoding_of_a_gated_gelu_model(tmp_path):
+  """Dense tiny's FFN is gated GeLU: in decoding's while_loop it is built from TF ops (TF cannot
+  place an XLA function in a TF1 while frame), in the reference's one pass as the XLA kernel;
+  both pick the same tokens."""
+  _save_initialised(tmp_path, "models/dense_tiny.gin")
+  ref = Reference(tmp_path)
+  gen = generate.Generator(str(tmp_path), generate.Settings(max_new_tokens=4), batch=2,
+                           length=LENGTH)
+  got = gen.generate(PROMPTS[:2])
+  gen.close()
+  assert got == [ref.greedy(p, 4) for p in PROMPTS[:2]]
+
+
+@pytest.mark.slow
 def test_beam_search_is_at_least_as_likely_as_greedy(checkpoint_dir, reference):
   settings = generate.Settings(max_new_tokens=2, beam_size=4, alpha=0.0)
   gen = generate.Generator(str(checkpoint_dir), settings, batch=3, length=LENGTH)

@@ -64,9 +64,23 @@ def _tf_gelu_grad(x, dy):
   return dy * slope
 
 
-_GELU, _GELU_GRAD = _xla(_tf_gelu), _xla(_tf_gelu_grad)
-_GATED = _xla(lambda a, b: _tf_gelu(a) * b)
-_GATED_GRAD_A = _xla(lambda a, b, dy: _tf_gelu_grad(a, dy * b))
+def _kernel(fn):
+  """fn as one XLA-compiled function where the graph is plain; fn's own TF ops inside TF1
+  control flow (mesh-tf's decoding while_loop, a TPU computation: TF cannot place an XLA
+  function in a v1 while frame, and XLA fuses the ops there anyway)."""
+  compiled = _xla(fn)
+
+  def run(*tensors):
+    graph = tf.get_default_graph()
+    # pylint: disable-next=protected-access
+    in_control_flow = graph._get_control_flow_context() is not None
+    return (fn if in_control_flow else compiled)(*tensors)
+  return run
+
+
+_GELU, _GELU_GRAD = _kernel(_tf_gelu), _kernel(_tf_gelu_grad)
+_GATED = _kernel(lambda a, b: _tf_gelu(a) * b)
+_GATED_GRAD_A = _kernel(lambda a, b, dy: _tf_gelu_grad(a, dy * b))
 
 
 def gelu(x: mtf.Tensor) -> mtf.Tensor:
