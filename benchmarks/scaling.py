@@ -11,7 +11,8 @@ Model level (--model_steps > 0): Brainformer-1 mini trained by `brainformer trai
 recipe, item-1 data) for that many steps at each expert count (activated params fixed: expert
 size and capacity do not change); step time = mean over steps 2..N (the budget clock's
 convention), the best of --model_rounds rounds that alternate the order. --model_batches adds
-runs at those sequences per batch (8 experts). The layers are all built side by side and timed
+runs at those sequences per batch at the fewest and the most experts (growth_by_tokens: the
+step-time growth at each batch). The layers are all built side by side and timed
 in interleaved rounds (moe_dispatch.interleaved).
 Writes results/scaling.json (+ scaling.png) and updates results/summary.json.
 """
@@ -65,12 +66,28 @@ def layer_tokens(tokens, repeats, warmup, length=512):
   return {"rows": rows}
 
 
+def model_plan(experts, batches):
+  """[(experts, sequences per batch)]: every expert count at the recipe's 16 sequences, and
+  each extra batch size at the fewest and the most experts (the growth at that batch)."""
+  ends = sorted({min(experts), max(experts)})
+  return [(e, 16) for e in experts] + [(e, b) for b in batches if b != 16 for e in ends]
+
+
+def growth_by_batch(rows, experts):
+  """{tokens per step: step time at the most experts / at the fewest - 1} for every batch
+  measured at both."""
+  step = {(r["num_experts"], r["tokens_per_step"]): r["step_s"] for r in rows}
+  lo, hi = min(experts), max(experts)
+  return {str(t): step[hi, t] / step[lo, t] - 1 for (e, t) in sorted(step)
+          if e == lo and step.get((hi, t)) and step[lo, t]}
+
+
 def model_runs(run_dir, experts, batches, steps, rounds=2):
-  """Brainformer-1 mini trained `steps` steps per (experts, batch) in `rounds` rounds, the
-  order reversed on every other round (drift of the machine hits all alike); step_s = the
-  best round's mean step time."""
+  """Brainformer-1 mini trained `steps` steps per (experts, batch) of model_plan in `rounds`
+  rounds, the order reversed on every other round (drift of the machine hits all alike);
+  step_s = the best round's mean step time."""
   train, valid = common.train_files(), common.validation_files()
-  plan = [(e, 16) for e in experts] + [(8, b) for b in batches]
+  plan = model_plan(experts, batches)
   found = {cell: [] for cell in plan}
   for i, (e, b) in common.alternating(plan, rounds):
     model_dir = os.path.join(run_dir, f"bf1_e{e}_b{b}")
@@ -95,7 +112,8 @@ def model_runs(run_dir, experts, batches, steps, rounds=2):
   growth = None
   if len(exp_rows) >= 2 and exp_rows[0]["step_s"] and exp_rows[-1]["step_s"]:
     growth = exp_rows[-1]["step_s"] / exp_rows[0]["step_s"] - 1
-  return {"rows": rows, "growth": growth, "steps": steps}
+  return {"rows": rows, "growth": growth, "growth_by_tokens": growth_by_batch(rows, experts),
+          "steps": steps}
 
 
 def plot(data, path):

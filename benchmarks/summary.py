@@ -63,12 +63,13 @@ def training_targets(data):
          if not model.startswith("_") and "wallclock" in row}
   peak = (f"best-of-N fp32 matmul peak (oneDNN {data['peak_gflops']['mfu_denominator']}, "
           f"{data['peak_gflops'][data['peak_gflops']['mfu_denominator']]:.1f} GFLOP/s)")
-  if "brainformer1" in mfu and "glam" in mfu:
-    ratio = mfu["brainformer1"] / mfu["glam"]
-    out["bf1_mfu_over_glam"] = _entry(
-        ratio, 1.0, ratio >= 1.0, cmd, scale,
-        f"Brainformer-1 mini MFU / GLaM mini MFU = steps/s ratio x FLOPs/token ratio "
-        f"({mfu['brainformer1']:.1%} / {mfu['glam']:.1%})")
+  for size, suffix in (("mini", ""), ("small", "_small")):
+    bf1, glam = mfu.get("brainformer1" + suffix), mfu.get("glam" + suffix)
+    if bf1 and glam:
+      out["bf1_mfu_over_glam" + suffix] = _entry(
+          bf1 / glam, 1.0, bf1 / glam >= 1.0, cmd, scale,
+          f"Brainformer-1 {size} MFU / GLaM {size} MFU = steps/s ratio x FLOPs/token ratio "
+          f"({bf1:.1%} / {glam:.1%})")
   for size in ("mini", "small"):
     sized = {m: v for m, v in mfu.items() if m.endswith("_small") == (size == "small")}
     if sized:

@@ -13,6 +13,7 @@ from benchmarks import decode_speed
 from benchmarks import demo
 from benchmarks import moe_dispatch
 from benchmarks import moe_overhead
+from benchmarks import scaling
 from benchmarks import summary
 from benchmarks import training_efficiency as te
 from brainformer_tf.evaluation import checkpoint
@@ -109,6 +110,21 @@ def test_aggregate_convergence_and_summary_entries():
   assert "brainformer1" in te.format_table(data)
 
 
+def test_the_small_models_get_their_own_mfu_ratio():
+  runs = [_run(m, seed, [6 - 0.1 * i for i in range(30)], 1.0, 3.0)
+          for seed in (1, 2) for m in ("glam_small", "brainformer1_small")]
+  flops = {"glam_small": {"flops_per_token": 2e6, "activated_params": 100, "total_params": 200},
+           "brainformer1_small": {"flops_per_token": 2.2e6, "activated_params": 110,
+                                  "total_params": 300}}
+  table = te.aggregate(runs, list(flops), flops, peak_gflops=10.0)
+  entries = summary.training_targets({"table": table, "command": "cmd", "scale": "reduced",
+                                      "peak_gflops": {"on": 10.0, "mfu_denominator": "on"}})
+  assert "bf1_mfu_over_glam" not in entries
+  # equal tokens/s (the same synthetic runs), 1.1x the FLOPs per token
+  assert entries["bf1_mfu_over_glam_small"]["value"] == pytest.approx(1.1)
+  assert entries["bf1_mfu_over_glam_small"]["met"]
+
+
 def test_overhead_and_scaling_summary_entries():
   rows = [{"group_size": g, "num_experts": 8, "expert_choice_over_dense": r,
            "expert_choice_over_top2_mesh_tf": 0.8, "expert_choice_over_top2_ours": 1.0}
@@ -201,6 +217,18 @@ def test_compat_ab_alternates_the_order_and_keeps_each_cells_best_round():
   s = compat_ab.summarise(rows, [8, 64])
   assert s["on_over_off"] == {"8": 2.2 / 1.6, "64": 1.6 / 1.6}
   assert s["step_time_growth_8_to_64"]["on"] == pytest.approx(2.2 / 1.6 - 1)
+
+
+def test_scaling_measures_each_extra_batch_at_both_ends_of_the_expert_range():
+  assert scaling.model_plan([8, 16, 64], [16, 64]) == [(8, 16), (16, 16), (64, 16), (8, 64),
+                                                       (64, 64)]
+  rows = [{"num_experts": e, "tokens_per_step": b * 128, "step_s": s}
+          for (e, b), s in {(8, 16): 0.25, (16, 16): 0.3, (64, 16): 0.33, (8, 64): 0.8,
+                            (64, 64): 0.88}.items()]
+  growth = scaling.growth_by_batch(rows, [8, 16, 64])
+  assert growth.keys() == {"2048", "8192"}
+  assert growth["2048"] == pytest.approx(0.33 / 0.25 - 1)
+  assert growth["8192"] == pytest.approx(0.1)
 
 
 def test_compat_ab_names_its_results_by_the_change_and_the_model():
