@@ -9,8 +9,9 @@ models/brainformer1_mini.gin; train/cpu_mini.gin, the item-1 data) as it is ("on
 with BRAINFORMER_COMPAT_OFF=<patch> or with the --gin_off binding ("off"); --rounds rounds, the
 order reversed on every other round (the speed of the machines here drifts by up to 2x within
 minutes). Steps/s = the budget clock's (steps 2..N); each cell keeps its best round. Writes
-results/compat_ab_<change>[_<model>].json (<change>: the patch, or the Gin configurable; the
-model's name unless Brainformer-1 mini): the runs, on / off per expert count and the step-time
+results/by_machine/<CPU kind>/compat_ab_<change>[_<model>].json (<change>: the patch, or the
+Gin configurable; the model's name unless Brainformer-1 mini; one file per kind of CPU, since a
+patch may pay on one and not the other): the runs, on / off per expert count and the step-time
 growth from the fewest to the most experts, on and off (issue 19's target 2).
 """
 
@@ -87,7 +88,8 @@ def main():
                      f"{args.experts} --steps {args.steps} --rounds {args.rounds}",
           "model": args.model, "recipe": RECIPE, "rows": rows, **summarise(rows, experts)}
   print(data["on_over_off"], flush=True)
-  print(f"wrote {common.write_json(stem + '.json', data)}")
+  path = os.path.join("by_machine", data["machine"]["kind"], stem + ".json")
+  print(f"wrote {common.write_json(path, data)}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,13 @@ Patches (PATCHES; `brainformer --version` and run_info.json list which are on):
    does on GPUs. On the AVX2 machine here (2026-12-02, interleaved rounds): the experts'
    weight-gradient einsum 51 -> 29 ms, the expert-choice layer at 64 experts 0.170 -> 0.155 s,
    mesh-tf's MoE1D 0.51 -> 0.40 s, the dense FFN unchanged (benchmarks/README.md).
-Switch 3, 4, 5 or 6 off (to compare with stock mesh-tf) with
+7. `assign_sub_in_place` (speed; the same numbers): mesh-tf's optimizers end every update with
+   `mtf.assign_sub(var, x)`, which it lowers as `tf.assign(v, v - x)`: a Sub writes a new
+   tensor the size of the variable and the Assign copies it back. `tf.assign_sub(v, x)`
+   subtracts in place (the same float operation in the variable's dtype, as mesh-tf's comment
+   on bfloat16 asks). At 64 experts the two passes took 29 ms of a Brainformer-1 mini step's
+   566 ms of op time (AVX-512 machine, 2026-12-02; benchmarks/README.md).
+Switch 3-7 off (to compare with stock mesh-tf) with
 BRAINFORMER_COMPAT_OFF=<comma-separated names> in the environment of the process, before
 mesh-tf is imported (6: before brainformer_tf is).
 """
@@ -59,7 +65,7 @@ import sys
 import types
 
 _HF_MODULE = "t5.models.hf_model"
-# name -> what it changes; the last two can be switched off (BRAINFORMER_COMPAT_OFF)
+# name -> what it changes; SWITCHABLE ones can be switched off (BRAINFORMER_COMPAT_OFF)
 PATCHES = {
     "tensor_conversion_registry": "import fix (required on TF 2.13+)",
     "hf_model_stub": "import fix (t5.models without torch)",
@@ -67,9 +73,10 @@ PATCHES = {
     "global_step_after_updates": "numerics: updates read step t, then the step increments",
     "updates_after_all_gradients": "numerics: no update runs before every gradient is done",
     "cpu_bfc_allocator": "speed: TF pools CPU memory (no page faults on big tensors each step)",
+    "assign_sub_in_place": "speed: variable updates subtract in place (no copy of each weight)",
 }
 SWITCHABLE = ("einsum_gradient_operand_order", "global_step_after_updates",
-              "updates_after_all_gradients", "cpu_bfc_allocator")
+              "updates_after_all_gradients", "cpu_bfc_allocator", "assign_sub_in_place")
 BFC_VARIABLE, BFC_SET_BY = "TF_CPU_ALLOCATOR_USE_BFC", "BRAINFORMER_SET_TF_CPU_ALLOCATOR"
 
 
@@ -243,6 +250,21 @@ def _order_updates_after_gradients():
   mtf.optimize.Optimizer.apply_grads = ordered_apply_grads
 
 
+def _assign_sub_in_place():
+  import mesh_tensorflow as mtf  # pylint: disable=g-import-not-at-top  (patched in place)
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  ops = mtf.ops
+  if not enabled("assign_sub_in_place") or getattr(ops.assign_sub_slice, "_brainformer", False):
+    return
+
+  def assign_sub_slice(variable, slice_var, val):
+    """slice_var -= val in the slice's dtype, in place (mtf.assign_sub's per-slice update)."""
+    return tf.assign_sub(slice_var, tf.cast(val, variable.slice_dtype))
+
+  assign_sub_slice._brainformer = True  # pylint: disable=protected-access
+  ops.assign_sub_slice = assign_sub_slice   # mtf.assign_sub looks it up here when called
+
+
 class _ImportHook(importlib.abc.MetaPathFinder):
   """Applies the shims around the first imports of mesh-tf and t5.models (see the docstring)."""
 
@@ -299,3 +321,4 @@ def apply():
   _order_einsum_gradient_operands()
   _order_global_step_increment()
   _order_updates_after_gradients()
+  _assign_sub_in_place()

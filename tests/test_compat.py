@@ -89,7 +89,8 @@ def test_numerics_patches_switch_off_and_are_listed():
   lines = {l.split()[0]: l.split()[1] for l in version.stdout.splitlines()[2:]}
   assert lines == {"tensor_conversion_registry": "on", "hf_model_stub": "on",
                    "einsum_gradient_operand_order": "OFF", "global_step_after_updates": "on",
-                   "updates_after_all_gradients": "on", "cpu_bfc_allocator": "on"}
+                   "updates_after_all_gradients": "on", "cpu_bfc_allocator": "on",
+                   "assign_sub_in_place": "on"}
   bad = subprocess.run([sys.executable, "-m", "brainformer_tf.cli.main", "--version"],
                        capture_output=True, text=True, timeout=120,
                        env={"PATH": "/usr/bin:/bin", "BRAINFORMER_COMPAT_OFF": "bogus"})
@@ -101,9 +102,9 @@ def test_numerics_patches_switch_off_and_are_listed():
 def test_importing_brainformer_tf_makes_tf_pool_cpu_memory():
   """Item 6: TF's pooling (BFC) allocator counts the bytes it hands out; importing
   brainformer_tf turns it on, BRAINFORMER_COMPAT_OFF=cpu_bfc_allocator leaves TF's default.
-  That default depends on the CPU: malloc, which keeps no statistics, where TF leaves oneDNN
-  off (AVX2 only), oneDNN's pooling allocator, which counts too, where TF turns oneDNN on
-  (AVX-512 VNNI, AMX): there on and off print the same."""
+  That default depends on the CPU: malloc, which keeps no statistics, on the AVX2-only machine
+  here; a pooling allocator that counts too on the AVX-512 one with AMX (oneDNN's, it seems),
+  where on and off print the same."""
   code = ("import tensorflow as tf\n"
           "x = tf.ones([256, 256])\n"
           "try:\n"
@@ -181,6 +182,32 @@ def test_einsum_gradient_operands_ordered_and_exact():
   np.testing.assert_allclose(got, np.einsum("egcm,egch->emh", x_np, r_np), rtol=1e-5, atol=1e-5)
   assert len(einsums) == 1
   assert einsums[0].inputs[0].shape.as_list() == [3, 2, 4, 5]  # x first, then dy
+
+
+@pytest.mark.parametrize("mesh_shape,layout", [("", ""), ("m:2", "h:m")])
+def test_assign_sub_subtracts_in_place(mesh_shape, layout):
+  """Compat item 7: mtf.assign_sub(w, x) leaves w - x, each slice updated by one AssignSub
+  (no Sub writing a copy); on one device and with w split over two."""
+  rng = np.random.RandomState(0)
+  w_np, x_np = rng.randn(2, 2, 6).astype(np.float32)
+  dims = [mtf.Dimension("d", 2), mtf.Dimension("h", 6)]
+  with harness.mesh_graph(mesh_shape, layout, cpu_devices=bool(mesh_shape)) as g:
+    w = mtf.get_variable(g.mesh, "w", dims, initializer=tf.constant_initializer(w_np),
+                         dtype=tf.float32)
+    x = mtf.import_tf_tensor(g.mesh, tf.constant(x_np), mtf.Shape(dims))
+    update = mtf.assign_sub(w.operation, x)
+    with g.session() as s:
+      s.run(update)
+      s.run(s.lowering.copy_slices_to_masters())
+      got = s.masters([w.operation])["w"]
+    ops = g.tf_graph.get_operations()
+    variables = {op for op in ops if op.type == "VariableV2"}
+    subtracts_variable = [op for op in ops if op.type == "Sub" and any(
+        t.op in variables or t.op.type == "Identity" and t.op.inputs[0].op in variables
+        for t in op.inputs)]
+  np.testing.assert_array_equal(got, w_np - x_np)
+  assert sum(op.type == "AssignSub" for op in ops) == g.num_devices
+  assert not subtracts_variable
 
 
 def test_einsum_operand_order_rule():
@@ -264,7 +291,7 @@ def test_every_read_of_a_weight_in_the_step_precedes_its_update():
   pass's read of layer 2's weights (dx = dy w2^T) does not feed w2's own update."""
   graph, _, train_op = _training_graph()
   step_ops = _ancestors([train_op])
-  assigns = [op for op in step_ops if op.type == "Assign"]
+  assigns = [op for op in step_ops if op.type in ("Assign", "AssignSub")]   # AssignSub: item 7
   weights = {op.inputs[0].op for op in assigns} & {
       v.op for v in graph.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES)}
   assert len(weights) >= 4   # wi and wo (autostack stacks them over layers), embeddings
