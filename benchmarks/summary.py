@@ -293,6 +293,11 @@ def _kind_tables(load) -> list:
       out.append(f"| {r['num_experts']} | {r['expert_choice_s']:.3f} | {r['top2_mesh_tf_s']:.3f} "
                  f"| {'-' if ms is None else f'{ms:.3f}'} |")
     out.append("")
+    by_tokens = sc.get("model_experts", {}).get("growth_by_tokens") or {}
+    if len(by_tokens) > 1:
+      out.append("Brainformer-1 mini step-time growth from the fewest to the most experts, by "
+                 "tokens per step: " + ", ".join(f"{t}: {g:+.0%}" for t, g in by_tokens.items())
+                 + "\n")
     out.append("| tokens/batch | EC layer s | us/token |")
     out.append("|---|---|---|")
     for r in sc["layer_tokens"]["rows"]:

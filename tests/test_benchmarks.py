@@ -238,6 +238,23 @@ def test_compat_ab_names_its_results_by_the_change_and_the_model():
           == "compat_ab_ffn_fused_gelu_glam_mini")
 
 
+def test_markdown_shows_the_expert_growth_at_each_batch(monkeypatch, tmp_path):
+  monkeypatch.setattr(common, "RESULTS", str(tmp_path))
+  rows = [{"num_experts": e, "sequences_per_batch": b, "tokens_per_step": 128 * b, "step_s": s}
+          for e, b, s in ((8, 16, 0.2), (64, 16, 0.3), (8, 64, 0.8), (64, 64, 0.88))]
+  common.write_json("by_machine/avx2/scaling.json", {
+      "command": "c", "scale": "full",
+      "machine": {"cpu": "x", "cpu_flags": ["avx2"], "date_utc": "d", "load_average": [0.5]},
+      "layer_experts": {"growth": 0.1, "rows": [
+          {"num_experts": e, "expert_choice_s": 0.1, "top2_mesh_tf_s": 0.2} for e in (8, 64)]},
+      "layer_tokens": {"rows": []},
+      "model_experts": {"rows": rows, "growth": 0.5,
+                        "growth_by_tokens": scaling.growth_by_batch(rows, [8, 64])}})
+  text = summary.markdown()
+  assert "| 64 | 0.100 | 0.200 | 0.300 |" in text   # the recipe's batch in the table
+  assert "by tokens per step: 2048: +50%, 8192: +10%" in text
+
+
 def test_markdown_renders_without_results(monkeypatch, tmp_path):
   monkeypatch.setattr(common, "RESULTS", str(tmp_path))
   assert summary.markdown() == ""
