@@ -116,15 +116,14 @@ def feed_forward(x: mtf.Tensor, hidden_dim: mtf.Dimension, activation: str,
   io_dim = output_dim or x.shape.dims[-1]
   prefix = f"{name}/" if name else ""
   functions = activation_functions(activation)
-  fused = fused_gelu() and "gelu" in functions
-  if fused:
-    functions = [gelu if f == "gelu" else f for f in functions]
-  if fused and len(functions) == 2:   # gated GeLU: the product is in the kernel too
+  if fused_gelu() and activation == "gated_gelu":   # the product is in the kernel too
     a, b = (mtf.layers.dense(x, hidden_dim, reduced_dims=x.shape.dims[-1:], use_bias=False,
                              variable_dtype=variable_dtype, name=f"{prefix}wi_{i}",
                              expert_dims=expert_dims) for i in range(2))
     h = gated_gelu(a, b)
   else:
+    if fused_gelu():
+      functions = [gelu if f == "gelu" else f for f in functions]
     h = mtf.layers.dense_product(
         x, reduced_dims=x.shape.dims[-1:], new_dims=hidden_dim,
         activation_functions=functions, use_bias=False,
