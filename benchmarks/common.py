@@ -72,7 +72,8 @@ def machine_info(onednn: Optional[str] = None) -> dict:
   env = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
   flags = cpu_flags()
   return {"cpu": cpu, "cpu_flags": flags, "kind": machine_kind(flags), "cores": os.cpu_count(),
-          "platform": platform.platform(), "python": platform.python_version(), "tensorflow": _tf_version(),
+          "platform": platform.platform(), "python": platform.python_version(),
+          "tensorflow": _tf_version(),
           "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "load_average": list(os.getloadavg()),
           "onednn": onednn or ("default (on: TF 2.15 x86 Linux)" if env is None else

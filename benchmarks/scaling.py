@@ -75,11 +75,11 @@ def model_plan(experts, batches):
 
 def growth_by_batch(rows, experts):
   """{tokens per step: step time at the most experts / at the fewest - 1} for every batch
-  measured at both."""
+  measured at both ({} for one expert count)."""
   step = {(r["num_experts"], r["tokens_per_step"]): r["step_s"] for r in rows}
   lo, hi = min(experts), max(experts)
   return {str(t): step[hi, t] / step[lo, t] - 1 for (e, t) in sorted(step)
-          if e == lo and step.get((hi, t)) and step[lo, t]}
+          if lo < hi and e == lo and step.get((hi, t)) and step[lo, t]}
 
 
 def model_runs(run_dir, experts, batches, steps, rounds=2):
@@ -108,11 +108,8 @@ def model_runs(run_dir, experts, batches, steps, rounds=2):
                  "load_average_start": [r["load_average_start"] for r in runs],
                  "error": next((r["error"] for r in runs if r.get("error")), None)})
     print(rows[-1], flush=True)
-  exp_rows = [r for r in rows if r["sequences_per_batch"] == 16]
-  growth = None
-  if len(exp_rows) >= 2 and exp_rows[0]["step_s"] and exp_rows[-1]["step_s"]:
-    growth = exp_rows[-1]["step_s"] / exp_rows[0]["step_s"] - 1
-  return {"rows": rows, "growth": growth, "growth_by_tokens": growth_by_batch(rows, experts),
+  by_tokens = growth_by_batch(rows, experts)
+  return {"rows": rows, "growth": by_tokens.get(str(16 * 128)), "growth_by_tokens": by_tokens,
           "steps": steps}
 
 

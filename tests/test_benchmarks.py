@@ -229,6 +229,7 @@ def test_scaling_measures_each_extra_batch_at_both_ends_of_the_expert_range():
   assert growth.keys() == {"2048", "8192"}
   assert growth["2048"] == pytest.approx(0.33 / 0.25 - 1)
   assert growth["8192"] == pytest.approx(0.1)
+  assert scaling.growth_by_batch(rows[:1], [8]) == {}   # one expert count: no growth
 
 
 def test_compat_ab_names_its_results_by_the_change_and_the_model():

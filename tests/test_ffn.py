@@ -81,7 +81,7 @@ def test_gelu_is_one_kernel_forward_and_one_per_input_backward():
       y = ffn.feed_forward(x, mtf.Dimension("d_ff", 6), "gated_gelu",
                            mtf.VariableDType(), name="f")
       grads = mtf.gradients([mtf.reduce_sum(y)],
-                                    [v.outputs[0] for v in g.graph.trainable_variables])
+                            [v.outputs[0] for v in g.graph.trainable_variables])
       with g.session() as s:
         s.export(grads)
       ops = tf.get_default_graph().get_operations()
