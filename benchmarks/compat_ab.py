@@ -31,9 +31,12 @@ def plan(experts, rounds):
   return [(r, e, mode) for r, (e, mode) in common.alternating(cells, rounds)]
 
 
+GIN_BINDING = r"\s*([\w.]+?)\.\w+\s*="   # configurable.parameter = (the configurable grouped)
+
+
 def change_name(patch, gin_off, model=MODEL):
   """The results file's stem: compat_ab_<patch or Gin configurable>[_<model unless MODEL>]."""
-  name = patch or re.match(r"\s*([\w.]+?)\.\w+\s*=", gin_off).group(1).replace(".", "_")
+  name = patch or re.match(GIN_BINDING, gin_off).group(1).replace(".", "_")
   if model != MODEL:
     name += "_" + os.path.splitext(os.path.basename(model))[0]
   return f"compat_ab_{name}"
@@ -64,6 +67,8 @@ def main():
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--run_dir", default="/tmp/brainformer_bench/compat_ab")
   args = p.parse_args()
+  if args.gin_off is not None and not re.match(GIN_BINDING, args.gin_off):
+    p.error(f"--gin_off={args.gin_off!r} is not a Gin binding 'configurable.parameter = value'")
   experts = [int(x) for x in args.experts.split(",")]
   train, valid = common.train_files(), common.validation_files()
   stem = change_name(args.patch, args.gin_off, args.model)

@@ -239,6 +239,14 @@ def test_compat_ab_names_its_results_by_the_change_and_the_model():
           == "compat_ab_ffn_fused_gelu_glam_mini")
 
 
+def test_compat_ab_names_a_gin_off_that_is_not_a_binding(monkeypatch, capsys):
+  monkeypatch.setattr(sys, "argv", ["compat_ab", "--gin_off", "fused_gelu"])
+  with pytest.raises(SystemExit) as exit_:
+    compat_ab.main()
+  assert exit_.value.code == 2
+  assert "--gin_off='fused_gelu' is not a Gin binding" in capsys.readouterr().err
+
+
 def test_markdown_shows_the_expert_growth_at_each_batch(monkeypatch, tmp_path):
   monkeypatch.setattr(common, "RESULTS", str(tmp_path))
   rows = [{"num_experts": e, "sequences_per_batch": b, "tokens_per_step": 128 * b, "step_s": s}

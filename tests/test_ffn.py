@@ -90,6 +90,12 @@ def test_gelu_is_one_kernel_forward_and_one_per_input_backward():
   assert counts[True]["Tanh"] == 0 and counts[True]["PartitionedCall"] == 3
 
 
+def test_fused_gelu_switch_must_be_a_bool():
+  gin.bind_parameter("fused_gelu.enabled", "no")
+  with pytest.raises(ValueError, match="fused_gelu.enabled='no': must be True or False"):
+    ffn.fused_gelu()
+
+
 def test_gelu_reference_is_close_to_erf_gelu():
   x = np.linspace(-4, 4, 50)
   np.testing.assert_allclose(harness.numpy_gelu(x), 0.5 * x * (1 + special.erf(x / np.sqrt(2))),

@@ -126,6 +126,13 @@ def test_nan_policy_must_be_known():
   assert "--gin_param: nan_guard.policy: nan_guard.policy = 'ignore': expected one of" in text
 
 
+def test_fused_gelu_switch_must_be_a_bool():
+  text = problems("fused_gelu.enabled = 'no'")
+  assert ("--gin_param: fused_gelu.enabled: fused_gelu.enabled='no': must be True or False"
+          in text)
+  assert problems("fused_gelu.enabled = False") == ""
+
+
 def test_run_mode_must_be_one_of_mesh_tfs():
   text = problems("utils.run.mode = 'export_predict'")
   assert "--gin_param: utils.run.mode = 'export_predict': expected one of train," in text

@@ -28,6 +28,7 @@ from brainformer_tf.config import errors
 from brainformer_tf.config import ginutil
 from brainformer_tf.data import vocab
 from brainformer_tf.evaluation import checkpoint as checkpoint_lib
+from brainformer_tf.layers import ffn
 from brainformer_tf.layers import layout
 from brainformer_tf.layers.moe import layer as moe_layer
 from brainformer_tf.layers.moe import router
@@ -324,12 +325,14 @@ RUN_MODES = ("train", "perplexity_eval", "eval", "score_eval", "infer", "score_f
 
 
 def check_policies(locate):
-  """nan_guard.policy and utils.run.mode name known choices."""
+  """nan_guard.policy and utils.run.mode name known choices; fused_gelu.enabled is a bool."""
   problems = []
-  try:
-    nan_guard.settings()
-  except ValueError as e:
-    problems.append(f"{_where(locate, 'nan_guard.policy')}: {str(e).splitlines()[0]}")
+  for param, read in (("nan_guard.policy", nan_guard.settings),
+                      ("fused_gelu.enabled", ffn.fused_gelu)):
+    try:
+      read()
+    except ValueError as e:
+      problems.append(f"{_where(locate, param)}: {str(e).splitlines()[0]}")
   mode = ginutil.query("utils.run.mode", "train")
   if mode not in RUN_MODES:
     problems.append(f"{_where(locate, 'utils.run.mode')} = {mode!r}: expected one of "

@@ -45,7 +45,9 @@ def activation_functions(name: str, where: str = "activation") -> List[str]:
 @gin.configurable
 def fused_gelu(enabled: bool = True) -> bool:
   """Gin `fused_gelu.enabled`: GeLU as one XLA kernel (True) or as mtf.gelu's ops (False)."""
-  return bool(enabled)
+  if not isinstance(enabled, bool):
+    raise ValueError(f"fused_gelu.enabled={enabled!r}: must be True or False")
+  return enabled
 
 
 _SQRT_2_OVER_PI, _CUBIC = math.sqrt(2 / math.pi), 0.044715
